@@ -1,0 +1,168 @@
+//! AlertProvider: where a Rollout's alerts go (Slack, Microsoft Teams, Discord, Google Chat, or
+//! any webhook).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::secret::SecretRef;
+
+/// Key of the `secretRef` Secret that holds the address (webhook URL).
+pub const SECRET_KEY_ADDRESS: &str = "address";
+/// Optional key of the `secretRef` Secret holding a token sent as `Authorization: Bearer` by the
+/// webhook provider.
+pub const SECRET_KEY_TOKEN: &str = "token";
+
+/// A destination for Rollout alerts.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.io",
+    version = "v1alpha1",
+    kind = "AlertProvider",
+    plural = "alertproviders",
+    namespaced,
+    status = "AlertProviderStatus",
+    shortname = "ap",
+    category = "weir",
+    derive = "PartialEq",
+    doc = "A destination for Rollout alerts.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["address"]}, {"required": ["secretRef"]}]))]
+pub struct AlertProviderSpec {
+    /// The kind of service the alerts are sent to.
+    #[serde(rename = "type")]
+    pub provider_type: AlertProviderType,
+    /// Webhook URL. Exactly one of `address` and `secretRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A Secret whose `address` key holds the webhook URL (and, for `webhook`, an optional
+    /// `token`). Use it when the URL itself is a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// Channel to post to, where the service supports choosing one (Slack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Name to post as, where the service supports choosing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The events to send; all events when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub events: Vec<AlertEvent>,
+    /// Receive the alerts of every Rollout in this namespace that names no provider in
+    /// `spec.alerts`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+}
+
+impl AlertProviderSpec {
+    /// Whether this provider wants the event.
+    pub fn accepts(&self, event: AlertEvent) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+}
+
+/// The kind of service alerts are sent to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertProviderType {
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Microsoft Teams incoming webhook / workflow.
+    #[serde(rename = "msteams")]
+    MsTeams,
+    /// A Discord webhook.
+    Discord,
+    /// A Google Chat space webhook.
+    #[serde(rename = "googlechat")]
+    GoogleChat,
+    /// Any HTTP endpoint, receiving weir's JSON event.
+    Webhook,
+}
+
+/// Rollout events an AlertProvider can subscribe to.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum AlertEvent {
+    /// A new release started.
+    Started,
+    /// A canary step completed.
+    StepCompleted,
+    /// The release paused (a pause step, an inconclusive analysis, or a human).
+    Paused,
+    /// A paused release resumed.
+    Resumed,
+    /// A human promoted the release.
+    Promoted,
+    /// The release finished: the new pods are stable.
+    Completed,
+    /// The release was aborted: traffic went back to the stable pods.
+    Aborted,
+    /// The Rollout returned to its stable template (for example after a Git revert).
+    RolledBack,
+    /// weir pushed a revert commit for the failed release.
+    GitReverted,
+    /// weir could not revert the failed release in Git.
+    GitRevertBlocked,
+}
+
+impl AlertEvent {
+    /// Every event, in declaration order.
+    pub const ALL: [AlertEvent; 10] = [
+        Self::Started,
+        Self::StepCompleted,
+        Self::Paused,
+        Self::Resumed,
+        Self::Promoted,
+        Self::Completed,
+        Self::Aborted,
+        Self::RolledBack,
+        Self::GitReverted,
+        Self::GitRevertBlocked,
+    ];
+
+    /// The event as it appears in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "Started",
+            Self::StepCompleted => "StepCompleted",
+            Self::Paused => "Paused",
+            Self::Resumed => "Resumed",
+            Self::Promoted => "Promoted",
+            Self::Completed => "Completed",
+            Self::Aborted => "Aborted",
+            Self::RolledBack => "RolledBack",
+            Self::GitReverted => "GitReverted",
+            Self::GitRevertBlocked => "GitRevertBlocked",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The observed state of an AlertProvider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertProviderStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the address is valid and its Secret exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

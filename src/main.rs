@@ -1,0 +1,231 @@
+#![forbid(unsafe_code)]
+//! The `weir` binary: the controller, the embedded Kubernetes API emulator, and CRD output.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Progressive delivery for Kubernetes that reverts failed releases in Git"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run weir's controllers against a cluster, or against an embedded emulator with --embedded.
+    Run(RunArgs),
+    /// Serve the Kubernetes API emulator until stopped.
+    #[cfg(feature = "emulator")]
+    Emulator(EmulatorArgs),
+    /// Print weir's CustomResourceDefinitions as YAML, or write one file per CRD into --out.
+    Crds {
+        /// Directory to write `<plural>.<group>.yaml` files into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Start the local Kubernetes API emulator in this process and run against it.
+    #[arg(long)]
+    embedded: bool,
+    /// Kubeconfig to use (defaults to $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, conflicts_with = "embedded")]
+    kubeconfig: Option<PathBuf>,
+    /// With --embedded: where to write the emulator's kubeconfig.
+    #[arg(long, default_value = "weir-emulator.kubeconfig")]
+    emulator_kubeconfig: PathBuf,
+    /// With --embedded: listen address of the emulator.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    emulator_addr: SocketAddr,
+}
+
+#[cfg(feature = "emulator")]
+#[derive(clap::Args)]
+struct EmulatorArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    addr: SocketAddr,
+    /// Where to write a kubeconfig for clients.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Delay before simulated ReplicaSets report their pods (e.g. 200ms, 2s).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    workload_delay: Duration,
+    /// Events kept per resource for watch resumption; older resourceVersions get 410 Gone.
+    #[arg(long, default_value_t = 10_000)]
+    watch_history: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { out } => crds(out),
+        #[cfg(feature = "emulator")]
+        Command::Emulator(args) => emulator(args).await,
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn crds(out: Option<PathBuf>) -> anyhow::Result<()> {
+    match out {
+        None => {
+            print!("{}", weir::api::crds::to_yaml()?);
+            Ok(())
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for path in weir::api::crds::write_dir(&dir)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "emulator")]
+async fn emulator(args: EmulatorArgs) -> anyhow::Result<()> {
+    let running = weir::emulator::start(weir::emulator::EmulatorConfig {
+        addr: args.addr,
+        kubeconfig: args.kubeconfig.clone(),
+        workload_delay: args.workload_delay,
+        watch_history: args.watch_history,
+        ..Default::default()
+    })
+    .await?;
+    eprintln!(
+        "weir emulator serving the Kubernetes API at {}",
+        running.url()
+    );
+    if let Some(k) = &args.kubeconfig {
+        eprintln!("kubeconfig written to {}", k.display());
+    }
+    shutdown_signal().await;
+    running.shutdown();
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (_emulator, client) = if args.embedded {
+        #[cfg(feature = "emulator")]
+        {
+            let running = weir::emulator::start(weir::emulator::EmulatorConfig {
+                addr: args.emulator_addr,
+                kubeconfig: Some(args.emulator_kubeconfig.clone()),
+                ..Default::default()
+            })
+            .await?;
+            let client = kube::Client::try_from(running.kube_config())?;
+            install_crds(&client).await?;
+            let path = std::fs::canonicalize(&args.emulator_kubeconfig)
+                .unwrap_or(args.emulator_kubeconfig.clone());
+            println!(
+                "weir is running against an embedded Kubernetes API emulator at {}",
+                running.url()
+            );
+            println!("kubeconfig: {}", path.display());
+            println!(
+                "try:\n  export KUBECONFIG={}\n  kubectl get crds\n  kubectl apply -f e2e/crds/ && kubectl apply -f examples/",
+                path.display()
+            );
+            (Some(running), client)
+        }
+        #[cfg(not(feature = "emulator"))]
+        anyhow::bail!("this build has no emulator; rebuild with the `emulator` feature")
+    } else {
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("no kubeconfig or in-cluster configuration found")?,
+        };
+        (
+            None::<()>.map(|_| unreachable!()),
+            kube::Client::try_from(config)?,
+        )
+    };
+    let version = client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API")?;
+    println!("connected to Kubernetes {}", version.git_version);
+    println!(
+        "controllers: none yet (the Rollout controller arrives with issue B); press Ctrl-C to stop"
+    );
+    shutdown_signal().await;
+    Ok(())
+}
+
+#[cfg(feature = "emulator")]
+async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in weir::api::crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("weir").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("installing CRD {name}"))?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
