@@ -50,3 +50,44 @@ fn crds_directory_matches_the_generated_crds() {
 
     assert!(problems.is_empty(), "{}\n{REGENERATE}", problems.join("\n"));
 }
+
+/// The hand-written third-party CRDs the emulator and the e2e tests install must be ones a real
+/// API server would accept, and must carry the fields weir's traffic routers patch.
+#[test]
+fn e2e_test_crds_are_structural() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/crds");
+    let cases = [
+        (
+            "gateway.networking.k8s.io_httproutes.yaml",
+            "httproutes.gateway.networking.k8s.io",
+            "/properties/spec/properties/rules/items/properties/backendRefs/items/properties/weight",
+        ),
+        (
+            "networking.istio.io_virtualservices.yaml",
+            "virtualservices.networking.istio.io",
+            "/properties/spec/properties/http/items/properties/route/items/properties/weight",
+        ),
+    ];
+    for (file, name, weight) in cases {
+        let yaml = std::fs::read_to_string(dir.join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(crd.metadata.name.as_deref(), Some(name));
+        assert_eq!(
+            weir::api::crds::structural_problems(&crd),
+            Vec::<String>::new(),
+            "{file}"
+        );
+        let version = crd.spec.versions.first().unwrap();
+        assert_eq!(version.name, "v1", "{file}");
+        let subresources = version.subresources.as_ref().unwrap();
+        assert!(
+            subresources.status.is_some(),
+            "{file} has no status subresource"
+        );
+        let schema = serde_json::to_value(version.schema.as_ref().unwrap()).unwrap();
+        let weight = schema["openAPIV3Schema"].pointer(weight).unwrap();
+        assert_eq!(weight["type"], "integer", "{file}");
+    }
+}

@@ -166,3 +166,61 @@ pub struct AlertProviderStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn manifest_round_trips() {
+        let yaml = r#"
+type: msteams
+secretRef:
+  name: teams-webhook
+username: weir
+events: [Aborted, GitReverted, GitRevertBlocked]
+default: true
+"#;
+        let spec: AlertProviderSpec = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(spec.provider_type, AlertProviderType::MsTeams);
+        assert!(spec.default);
+        let expected: Value = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(serde_json::to_value(&spec).unwrap(), expected);
+    }
+
+    #[test]
+    fn provider_types_use_their_lowercase_names() {
+        let cases = [
+            (AlertProviderType::Slack, "slack"),
+            (AlertProviderType::MsTeams, "msteams"),
+            (AlertProviderType::Discord, "discord"),
+            (AlertProviderType::GoogleChat, "googlechat"),
+            (AlertProviderType::Webhook, "webhook"),
+        ];
+        for (provider_type, name) in cases {
+            assert_eq!(
+                serde_json::to_value(provider_type).unwrap(),
+                Value::from(name)
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_event_list_accepts_every_event() {
+        let all: AlertProviderSpec =
+            serde_saphyr::from_str("type: slack\naddress: https://hooks.example\n").unwrap();
+        let some: AlertProviderSpec = serde_saphyr::from_str(
+            "type: slack\naddress: https://hooks.example\nevents: [Aborted]\n",
+        )
+        .unwrap();
+        for event in AlertEvent::ALL {
+            assert!(all.accepts(event), "{event}");
+            assert_eq!(some.accepts(event), event == AlertEvent::Aborted, "{event}");
+            assert_eq!(
+                serde_json::to_value(event).unwrap(),
+                Value::from(event.as_str())
+            );
+        }
+    }
+}

@@ -568,3 +568,202 @@ pub struct RunSummary {
     #[schemars(range(min = 0))]
     pub error: i32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const TEMPLATE: &str = r#"
+apiVersion: weir.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: error-rate
+  namespace: demo
+spec:
+  args:
+    - name: service
+    - name: prometheus-token
+      valueFrom:
+        secretKeyRef:
+          name: prometheus
+          key: token
+  dryRun:
+    - metricName: latency
+  measurementRetention:
+    - metricName: error-rate
+      limit: 20
+  metrics:
+    - name: error-rate
+      interval: 30s
+      initialDelay: 10s
+      count: 5
+      failureLimit: 1
+      successCondition: "result[0] < 0.01"
+      failureCondition: "result[0] >= 0.05"
+      provider:
+        prometheus:
+          address: http://prometheus.monitoring:9090
+          query: |
+            sum(rate(http_requests_total{service="{{args.service}}",code=~"5.."}[1m]))
+            /
+            sum(rate(http_requests_total{service="{{args.service}}"}[1m]))
+          timeout: 5s
+          headers:
+            - key: X-Scope-OrgID
+              value: demo
+          authentication:
+            bearer:
+              secretRef:
+                name: prometheus
+                key: token
+    - name: latency
+      successCondition: "result < 250"
+      provider:
+        web:
+          url: http://podinfo-canary.demo:9898/api/latency
+          method: POST
+          body: '{"window": "1m"}'
+          headers:
+            - key: Authorization
+              value: "Bearer {{args.prometheus-token}}"
+          jsonPath: "{$.data.p99}"
+          timeoutSeconds: 3
+"#;
+
+    #[test]
+    fn template_manifest_round_trips() {
+        let template: AnalysisTemplate = serde_saphyr::from_str(TEMPLATE).unwrap();
+        let [error_rate, latency] = template.spec.metrics.as_slice() else {
+            panic!("expected two metrics");
+        };
+        let MetricProvider::Prometheus(prometheus) = &error_rate.provider else {
+            panic!("expected a prometheus provider");
+        };
+        assert!(prometheus.query.contains("{{args.service}}"));
+        assert_eq!(prometheus.timeout(), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            prometheus.authentication,
+            Some(PrometheusAuthentication::Bearer(BearerAuthentication {
+                secret_ref: SecretKeyRef {
+                    name: "prometheus".into(),
+                    key: "token".into(),
+                },
+            }))
+        );
+        assert_eq!(error_rate.failure_limit(), 1);
+        let MetricProvider::Web(web) = &latency.provider else {
+            panic!("expected a web provider");
+        };
+        assert_eq!(web.method(), WebMethod::Post);
+        assert_eq!(web.json_path.as_deref(), Some("{$.data.p99}"));
+        assert_eq!(web.timeout(), Duration::from_secs(3));
+        assert_eq!(template.spec.args[0].value, None);
+
+        let expected: Value = serde_saphyr::from_str(TEMPLATE).unwrap();
+        assert_eq!(serde_json::to_value(&template).unwrap(), expected);
+    }
+
+    #[test]
+    fn cluster_template_has_the_same_spec_fields() {
+        let yaml = TEMPLATE.replace("kind: AnalysisTemplate", "kind: ClusterAnalysisTemplate");
+        let cluster: ClusterAnalysisTemplate = serde_saphyr::from_str(&yaml).unwrap();
+        let namespaced: AnalysisTemplate = serde_saphyr::from_str(TEMPLATE).unwrap();
+        assert_eq!(cluster.spec.template, namespaced.spec);
+    }
+
+    #[test]
+    fn unset_limits_take_their_documented_defaults() {
+        let metric: Metric =
+            serde_saphyr::from_str("name: m\nprovider:\n  web:\n    url: http://example\n")
+                .unwrap();
+        assert_eq!(metric.failure_limit(), 0);
+        assert_eq!(metric.inconclusive_limit(), 0);
+        assert_eq!(metric.consecutive_error_limit(), 4);
+        let MetricProvider::Web(web) = &metric.provider else {
+            panic!("expected a web provider");
+        };
+        assert_eq!(web.method(), WebMethod::Get);
+        assert_eq!(web.timeout(), Duration::from_secs(10));
+
+        let prometheus: PrometheusMetric =
+            serde_saphyr::from_str("address: http://p:9090\nquery: up\n").unwrap();
+        assert_eq!(prometheus.timeout(), Ok(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn run_spec_answers_dry_run_and_retention_per_metric() {
+        let template: AnalysisTemplate = serde_saphyr::from_str(TEMPLATE).unwrap();
+        let run = AnalysisRunSpec {
+            metrics: template.spec.metrics,
+            args: template.spec.args,
+            dry_run: template.spec.dry_run,
+            measurement_retention: template.spec.measurement_retention,
+            terminate: false,
+        };
+        let cases = [("error-rate", false, 20), ("latency", true, 10)];
+        for (metric, dry_run, retention) in cases {
+            assert_eq!(run.is_dry_run(metric), dry_run, "{metric}");
+            assert_eq!(run.measurement_retention(metric), retention, "{metric}");
+        }
+    }
+
+    #[test]
+    fn only_final_phases_are_completed() {
+        let cases = [
+            (AnalysisPhase::Pending, false),
+            (AnalysisPhase::Running, false),
+            (AnalysisPhase::Successful, true),
+            (AnalysisPhase::Failed, true),
+            (AnalysisPhase::Error, true),
+            (AnalysisPhase::Inconclusive, true),
+        ];
+        for (phase, completed) in cases {
+            assert_eq!(phase.is_completed(), completed, "{phase}");
+            let json = serde_json::to_value(phase).unwrap();
+            assert_eq!(json, Value::from(phase.as_str()));
+        }
+    }
+
+    #[test]
+    fn run_status_round_trips() {
+        let yaml = r#"
+phase: Failed
+message: "metric error-rate failed"
+startedAt: "2026-11-02T10:00:00Z"
+metricResults:
+  - name: error-rate
+    phase: Failed
+    count: 2
+    successful: 1
+    failed: 1
+    inconclusive: 0
+    error: 0
+    consecutiveError: 0
+    measurements:
+      - phase: Successful
+        value: "[0.002]"
+        startedAt: "2026-11-02T10:00:00Z"
+        finishedAt: "2026-11-02T10:00:01Z"
+      - phase: Failed
+        value: "[0.12]"
+        message: "result[0] >= 0.05"
+        startedAt: "2026-11-02T10:00:30Z"
+        finishedAt: "2026-11-02T10:00:31Z"
+runSummary:
+  count: 1
+  successful: 0
+  failed: 1
+  inconclusive: 0
+  error: 0
+"#;
+        let status: AnalysisRunStatus = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(status.phase, AnalysisPhase::Failed);
+        assert_eq!(
+            status.metric_results[0].measurements[1].value.as_deref(),
+            Some("[0.12]")
+        );
+        let expected: Value = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(serde_json::to_value(&status).unwrap(), expected);
+    }
+}

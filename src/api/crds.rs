@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 use super::alert_provider::AlertProvider;
 use super::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
@@ -43,15 +46,124 @@ pub struct CrdFile {
 }
 
 /// Every CRD weir defines, in a stable order.
+///
+/// These are the derived CRDs with two adjustments, both on the Rollout's embedded pod template:
+/// its descriptions are dropped, because with them the CRD is larger than the 256 KiB
+/// `last-applied-configuration` annotation that a plain `kubectl apply` writes (`kubectl explain
+/// pod.spec` documents those fields anyway); and its containers and volumes are merged by name
+/// under server-side apply, as they are in a Deployment.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Rollout::crd(),
         AnalysisTemplate::crd(),
         ClusterAnalysisTemplate::crd(),
         AnalysisRun::crd(),
         GitSync::crd(),
         AlertProvider::crd(),
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            let schema = version
+                .schema
+                .as_mut()
+                .and_then(|validation| validation.open_api_v3_schema.as_mut());
+            if let Some(schema) = schema {
+                visit_schemas(schema, &mut unwrap_description);
+                if let Some(template) = property_mut(schema, &["spec", "template"]) {
+                    visit_schemas(template, &mut |node| node.description = None);
+                    if let Some(pod) = property_mut(template, &["spec"]) {
+                        for list in ["containers", "initContainers", "volumes"] {
+                            if let Some(list) = property_mut(pod, &[list]) {
+                                list.x_kubernetes_list_type = Some("map".to_owned());
+                                list.x_kubernetes_list_map_keys = Some(vec!["name".to_owned()]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    crds
+}
+
+/// Calls `f` on `schema` and every schema nested in it.
+fn visit_schemas(schema: &mut JSONSchemaProps, f: &mut impl FnMut(&mut JSONSchemaProps)) {
+    f(schema);
+    let maps = [
+        schema.properties.as_mut(),
+        schema.pattern_properties.as_mut(),
+        schema.definitions.as_mut(),
+    ];
+    for map in maps.into_iter().flatten() {
+        for nested in map.values_mut() {
+            visit_schemas(nested, f);
+        }
+    }
+    let lists = [
+        schema.one_of.as_mut(),
+        schema.any_of.as_mut(),
+        schema.all_of.as_mut(),
+    ];
+    for list in lists.into_iter().flatten() {
+        for nested in list {
+            visit_schemas(nested, f);
+        }
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(items)) => visit_schemas(items, f),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            for nested in items {
+                visit_schemas(nested, f);
+            }
+        }
+        None => {}
+    }
+    for nested in [
+        schema.additional_properties.as_mut(),
+        schema.additional_items.as_mut(),
     ]
+    .into_iter()
+    .flatten()
+    {
+        if let JSONSchemaPropsOrBool::Schema(nested) = nested {
+            visit_schemas(nested, f);
+        }
+    }
+    if let Some(not) = schema.not.as_mut() {
+        visit_schemas(not, f);
+    }
+}
+
+/// Joins the lines of a description that come from wrapped doc comments, keeping paragraph
+/// breaks, so `kubectl explain` can wrap the text itself.
+fn unwrap_description(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut()
+        && description.contains('\n')
+    {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| {
+                paragraph
+                    .split('\n')
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+}
+
+/// The schema of a nested property, following `path` through `properties`.
+fn property_mut<'a>(
+    schema: &'a mut JSONSchemaProps,
+    path: &[&str],
+) -> Option<&'a mut JSONSchemaProps> {
+    path.iter().try_fold(schema, |node, name| {
+        node.properties
+            .as_mut()
+            .and_then(|properties| properties.get_mut(*name))
+    })
 }
 
 /// The file name a CRD is stored under: `<group>_<plural>.yaml`.
@@ -96,6 +208,151 @@ pub fn write_dir(dir: &Path) -> Result<Vec<PathBuf>, CrdError> {
     Ok(written)
 }
 
+/// Problems that make a CRD's schemas non-structural, or that break server-side apply's
+/// list merging, one line each (`path: problem`). Empty when the CRD is fine.
+///
+/// Checks the rules weir's CRDs could plausibly break: no `$ref`, `allOf` or `not`; a type on every
+/// node except int-or-string and preserve-unknown-fields nodes; `oneOf`/`anyOf` branches that only
+/// constrain (no types, properties, descriptions, defaults) and only require declared
+/// properties; `anyOf` only for int-or-string; `x-kubernetes-list-type: map` with keys that the
+/// items require.
+pub fn structural_problems(crd: &CustomResourceDefinition) -> Vec<String> {
+    let mut problems = Vec::new();
+    for version in &crd.spec.versions {
+        let schema = version
+            .schema
+            .as_ref()
+            .and_then(|validation| validation.open_api_v3_schema.as_ref());
+        let Some(schema) = schema else {
+            problems.push(format!("{}: no schema", version.name));
+            continue;
+        };
+        match serde_json::to_value(schema) {
+            Ok(schema) => structural_violations(&schema, &version.name, false, &mut problems),
+            Err(error) => problems.push(format!("{}: schema is not JSON: {error}", version.name)),
+        }
+    }
+    problems
+}
+
+/// Collects violations of Kubernetes' structural-schema rules (and of the list-map rules
+/// server-side apply depends on) under `path`.
+fn structural_violations(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<String>) {
+    let Some(object) = node.as_object() else {
+        out.push(format!("{path}: schema is not an object"));
+        return;
+    };
+    if object.contains_key("$ref") {
+        out.push(format!("{path}: $ref"));
+    }
+    if object.contains_key("definitions") || object.contains_key("$defs") {
+        out.push(format!("{path}: definitions"));
+    }
+    if object.contains_key("allOf") || object.contains_key("not") {
+        out.push(format!("{path}: allOf/not"));
+    }
+    let preserves_unknown =
+        object.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    let int_or_string = object.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+
+    if in_junctor {
+        for forbidden in [
+            "type",
+            "properties",
+            "items",
+            "description",
+            "default",
+            "additionalProperties",
+            "nullable",
+        ] {
+            if object.contains_key(forbidden) {
+                out.push(format!("{path}: `{forbidden}` inside oneOf/anyOf"));
+            }
+        }
+        return;
+    }
+
+    match object.get("type").and_then(Value::as_str) {
+        None if !preserves_unknown && !int_or_string => out.push(format!("{path}: no type")),
+        Some(_) if int_or_string => out.push(format!("{path}: int-or-string with a type")),
+        _ => {}
+    }
+    if object.contains_key("properties") && object.get("type") != Some(&Value::from("object")) {
+        out.push(format!("{path}: properties on a non-object"));
+    }
+    if let Some(Value::Array(variants)) = object.get("anyOf") {
+        // Only int-or-string may use anyOf, and only with bare types.
+        if !int_or_string {
+            out.push(format!("{path}: anyOf outside int-or-string"));
+        }
+        for variant in variants {
+            let keys: Vec<_> = variant
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            if keys != ["type"] {
+                out.push(format!("{path}: anyOf variant {variant}"));
+            }
+        }
+    }
+    if let Some(Value::Array(variants)) = object.get("oneOf") {
+        let properties = object.get("properties").and_then(Value::as_object);
+        for (index, variant) in variants.iter().enumerate() {
+            structural_violations(variant, &format!("{path}.oneOf[{index}]"), true, out);
+            // Every field a variant requires must be declared outside it.
+            for required in variant
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let declared = required
+                    .as_str()
+                    .is_some_and(|name| properties.is_some_and(|p| p.contains_key(name)));
+                if !declared {
+                    out.push(format!(
+                        "{path}.oneOf[{index}]: requires undeclared {required}"
+                    ));
+                }
+            }
+        }
+    }
+    if object.get("x-kubernetes-list-type") == Some(&Value::from("map")) {
+        let item_required: Vec<&Value> = node
+            .pointer("/items/required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().collect())
+            .unwrap_or_default();
+        let keys = object
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array);
+        match keys {
+            Some(keys) if !keys.is_empty() => {
+                for key in keys {
+                    if !item_required.contains(&key) {
+                        out.push(format!(
+                            "{path}: list-map key {key} is not required in items"
+                        ));
+                    }
+                }
+            }
+            _ => out.push(format!("{path}: list-type map without keys")),
+        }
+    }
+
+    if let Some(Value::Object(properties)) = object.get("properties") {
+        for (name, property) in properties {
+            structural_violations(property, &format!("{path}.{name}"), false, out);
+        }
+    }
+    if let Some(items) = object.get("items") {
+        structural_violations(items, &format!("{path}[]"), false, out);
+    }
+    if let Some(additional @ Value::Object(_)) = object.get("additionalProperties") {
+        structural_violations(additional, &format!("{path}{{}}"), false, out);
+    }
+}
+
 fn to_yaml_document(crd: &CustomResourceDefinition) -> Result<String, CrdError> {
     serde_saphyr::to_string(crd).map_err(|source| CrdError::Serialize {
         name: crd.metadata.name.clone().unwrap_or_default(),
@@ -106,7 +363,14 @@ fn to_yaml_document(crd: &CustomResourceDefinition) -> Result<String, CrdError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+
+    /// The CRD of a kind as [`all`] generates it.
+    fn generated(kind: &str) -> CustomResourceDefinition {
+        all()
+            .into_iter()
+            .find(|crd| crd.spec.names.kind == kind)
+            .unwrap()
+    }
 
     fn schema_of(crd: &CustomResourceDefinition) -> Value {
         let version = crd.spec.versions.first().unwrap();
@@ -120,129 +384,10 @@ mod tests {
         serde_json::to_value(schema).unwrap()
     }
 
-    /// Collects violations of Kubernetes' structural-schema rules (and of the list-map rules
-    /// server-side apply depends on) under `path`.
-    fn structural_violations(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<String>) {
-        let Some(object) = node.as_object() else {
-            out.push(format!("{path}: schema is not an object"));
-            return;
-        };
-        if object.contains_key("$ref") {
-            out.push(format!("{path}: $ref"));
-        }
-        if object.contains_key("definitions") || object.contains_key("$defs") {
-            out.push(format!("{path}: definitions"));
-        }
-        if object.contains_key("allOf") || object.contains_key("not") {
-            out.push(format!("{path}: allOf/not"));
-        }
-        let preserves_unknown =
-            object.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-        let int_or_string = object.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-
-        if in_junctor {
-            for forbidden in [
-                "type",
-                "properties",
-                "items",
-                "description",
-                "default",
-                "additionalProperties",
-                "nullable",
-            ] {
-                if object.contains_key(forbidden) {
-                    out.push(format!("{path}: `{forbidden}` inside oneOf/anyOf"));
-                }
-            }
-            return;
-        }
-
-        match object.get("type").and_then(Value::as_str) {
-            None if !preserves_unknown && !int_or_string => out.push(format!("{path}: no type")),
-            Some(_) if int_or_string => out.push(format!("{path}: int-or-string with a type")),
-            _ => {}
-        }
-        if object.contains_key("properties") && object.get("type") != Some(&Value::from("object")) {
-            out.push(format!("{path}: properties on a non-object"));
-        }
-        if let Some(Value::Array(variants)) = object.get("anyOf") {
-            // Only int-or-string may use anyOf, and only with bare types.
-            if !int_or_string {
-                out.push(format!("{path}: anyOf outside int-or-string"));
-            }
-            for variant in variants {
-                let keys: Vec<_> = variant
-                    .as_object()
-                    .map(|o| o.keys().collect())
-                    .unwrap_or_default();
-                if keys != ["type"] {
-                    out.push(format!("{path}: anyOf variant {variant}"));
-                }
-            }
-        }
-        if let Some(Value::Array(variants)) = object.get("oneOf") {
-            let properties = object.get("properties").and_then(Value::as_object);
-            for (index, variant) in variants.iter().enumerate() {
-                structural_violations(variant, &format!("{path}.oneOf[{index}]"), true, out);
-                // Every field a variant requires must be declared outside it.
-                for required in variant
-                    .get("required")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let declared = required
-                        .as_str()
-                        .is_some_and(|name| properties.is_some_and(|p| p.contains_key(name)));
-                    if !declared {
-                        out.push(format!(
-                            "{path}.oneOf[{index}]: requires undeclared {required}"
-                        ));
-                    }
-                }
-            }
-        }
-        if object.get("x-kubernetes-list-type") == Some(&Value::from("map")) {
-            let item_required: Vec<&Value> = node
-                .pointer("/items/required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().collect())
-                .unwrap_or_default();
-            let keys = object
-                .get("x-kubernetes-list-map-keys")
-                .and_then(Value::as_array);
-            match keys {
-                Some(keys) if !keys.is_empty() => {
-                    for key in keys {
-                        if !item_required.contains(&key) {
-                            out.push(format!(
-                                "{path}: list-map key {key} is not required in items"
-                            ));
-                        }
-                    }
-                }
-                _ => out.push(format!("{path}: list-type map without keys")),
-            }
-        }
-
-        if let Some(Value::Object(properties)) = object.get("properties") {
-            for (name, property) in properties {
-                structural_violations(property, &format!("{path}.{name}"), false, out);
-            }
-        }
-        if let Some(items) = object.get("items") {
-            structural_violations(items, &format!("{path}[]"), false, out);
-        }
-        if let Some(additional @ Value::Object(_)) = object.get("additionalProperties") {
-            structural_violations(additional, &format!("{path}{{}}"), false, out);
-        }
-    }
-
     #[test]
     fn every_schema_is_structural() {
         for crd in all() {
-            let mut violations = Vec::new();
-            structural_violations(&schema_of(&crd), "", false, &mut violations);
+            let violations = structural_problems(&crd);
             assert!(
                 violations.is_empty(),
                 "{} is not structural:\n{}",
@@ -250,6 +395,88 @@ mod tests {
                 violations.join("\n")
             );
         }
+    }
+
+    #[test]
+    fn structural_check_catches_what_the_api_server_rejects() {
+        let cases = [
+            (
+                serde_json::json!({"type": "object", "properties": {"a": {"$ref": "#/x"}}}),
+                "$ref",
+            ),
+            (
+                serde_json::json!({"type": "object", "properties": {"a": {}}}),
+                "no type",
+            ),
+            (
+                serde_json::json!({"type": "object", "properties": {"a": {"type": "string"}},
+                    "oneOf": [{"type": "object", "required": ["a"]}]}),
+                "inside oneOf",
+            ),
+            (
+                serde_json::json!({"type": "object", "oneOf": [{"required": ["b"]}]}),
+                "undeclared",
+            ),
+            (
+                serde_json::json!({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}),
+                "anyOf outside int-or-string",
+            ),
+            (
+                serde_json::json!({"type": "array", "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                    "items": {"type": "object", "properties": {"name": {"type": "string"}}}}),
+                "not required",
+            ),
+        ];
+        for (schema, expected) in cases {
+            let mut violations = Vec::new();
+            structural_violations(&schema, "", false, &mut violations);
+            assert!(
+                violations.iter().any(|v| v.contains(expected)),
+                "{schema} should violate {expected:?}, got {violations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rollout_crd_fits_a_client_side_kubectl_apply() {
+        // `kubectl apply` without --server-side stores the object in an annotation capped at
+        // 256 KiB.
+        let json = serde_json::to_string(&generated("Rollout")).unwrap();
+        assert!(
+            json.len() < 200 * 1024,
+            "Rollout CRD is {} bytes",
+            json.len()
+        );
+    }
+
+    #[test]
+    fn pod_template_containers_and_volumes_merge_by_name() {
+        let schema = schema_of(&generated("Rollout"));
+        for list in ["containers", "initContainers", "volumes"] {
+            let pointer =
+                format!("/properties/spec/properties/template/properties/spec/properties/{list}");
+            let node = schema.pointer(&pointer).unwrap();
+            assert_eq!(node["x-kubernetes-list-type"], "map", "{list}");
+            assert_eq!(
+                node["x-kubernetes-list-map-keys"],
+                serde_json::json!(["name"]),
+                "{list}"
+            );
+        }
+    }
+
+    #[test]
+    fn descriptions_are_unwrapped_but_keep_paragraphs() {
+        let mut schema = JSONSchemaProps {
+            description: Some("first line\nsecond line\n\nnext paragraph".to_owned()),
+            ..JSONSchemaProps::default()
+        };
+        unwrap_description(&mut schema);
+        assert_eq!(
+            schema.description.as_deref(),
+            Some("first line second line\n\nnext paragraph")
+        );
     }
 
     #[test]
@@ -329,7 +556,7 @@ mod tests {
 
     #[test]
     fn rollout_scale_subresource_and_columns_point_at_existing_fields() {
-        let crd = Rollout::crd();
+        let crd = generated("Rollout");
         let version = crd.spec.versions.first().unwrap();
         let scale = version
             .subresources
@@ -379,10 +606,10 @@ mod tests {
 
     #[test]
     fn one_of_constraints_are_in_the_schema() {
-        let rollout = schema_of(&Rollout::crd());
-        let analysis = schema_of(&AnalysisTemplate::crd());
-        let gitsync = schema_of(&GitSync::crd());
-        let alert = schema_of(&AlertProvider::crd());
+        let rollout = schema_of(&generated("Rollout"));
+        let analysis = schema_of(&generated("AnalysisTemplate"));
+        let gitsync = schema_of(&generated("GitSync"));
+        let alert = schema_of(&generated("AlertProvider"));
         let steps = "/properties/spec/properties/strategy/properties/canary/properties/steps/items";
         let cases: [(&Value, String, &[&str]); 7] = [
             (&rollout, "/properties/spec/properties/strategy".to_owned(), &["canary", "blueGreen"]),
@@ -420,9 +647,9 @@ mod tests {
 
     #[test]
     fn enums_and_bounds_are_in_the_schema() {
-        let rollout = schema_of(&Rollout::crd());
-        let run = schema_of(&AnalysisRun::crd());
-        let alert = schema_of(&AlertProvider::crd());
+        let rollout = schema_of(&generated("Rollout"));
+        let run = schema_of(&generated("AnalysisRun"));
+        let alert = schema_of(&generated("AlertProvider"));
         let web = "/properties/spec/properties/metrics/items/properties/provider/properties/web";
         let enum_cases: [(&Value, String, &[&str]); 4] = [
             (
@@ -502,8 +729,8 @@ mod tests {
 
     #[test]
     fn keyed_lists_merge_by_key() {
-        let rollout = schema_of(&Rollout::crd());
-        let run = schema_of(&AnalysisRun::crd());
+        let rollout = schema_of(&generated("Rollout"));
+        let run = schema_of(&generated("AnalysisRun"));
         let cases = [
             (&rollout, "/properties/status/properties/conditions", "type"),
             (

@@ -58,11 +58,11 @@ impl DurationString {
         let millis = duration.as_millis();
         let text = if millis == 0 {
             "0".to_owned()
-        } else if millis % 3_600_000 == 0 {
+        } else if millis.is_multiple_of(3_600_000) {
             format!("{}h", millis / 3_600_000)
-        } else if millis % 60_000 == 0 {
+        } else if millis.is_multiple_of(60_000) {
             format!("{}m", millis / 60_000)
-        } else if millis % 1_000 == 0 {
+        } else if millis.is_multiple_of(1_000) {
             format!("{}s", millis / 1_000)
         } else {
             format!("{millis}ms")

@@ -34,6 +34,8 @@ pub const SECRET_KEY_IDENTITY: &str = "identity";
 pub const SECRET_KEY_KNOWN_HOSTS: &str = "known_hosts";
 
 /// A directory of a Git repository, applied to the cluster with server-side apply.
+// Several printer columns share a `type_`, which clippy mistakes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.io",
@@ -257,4 +259,81 @@ pub enum SyncResult {
     Succeeded,
     /// Fetching, rendering, applying or pruning failed.
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn manifest_round_trips() {
+        let yaml = r#"
+url: https://git.example.com/team/apps.git
+ref:
+  branch: main
+path: clusters/prod
+interval: 30s
+timeout: 2m
+secretRef:
+  name: git-credentials
+prune: true
+targetNamespace: demo
+revert:
+  enabled: true
+  author:
+    name: Release Bot
+    email: release-bot@example.com
+  messageTemplate: "Revert {{rollout}}: {{reason}}"
+  pushBranch: main
+"#;
+        let spec: GitSyncSpec = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(spec.git_ref, Some(GitRef::Branch("main".into())));
+        assert_eq!(spec.interval(), Ok(Duration::from_secs(30)));
+        assert_eq!(spec.timeout(), Ok(Duration::from_secs(120)));
+        assert!(spec.prune);
+        assert!(spec.revert_enabled());
+        let expected: Value = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(serde_json::to_value(&spec).unwrap(), expected);
+    }
+
+    #[test]
+    fn unset_fields_take_their_documented_defaults() {
+        let spec: GitSyncSpec = serde_saphyr::from_str("url: git://localhost/apps\n").unwrap();
+        assert_eq!(spec.git_ref, None);
+        assert_eq!(spec.interval(), Ok(DEFAULT_INTERVAL));
+        assert_eq!(spec.timeout(), Ok(DEFAULT_TIMEOUT));
+        assert!(!spec.prune && !spec.suspend);
+        assert!(!spec.revert_enabled());
+        assert_eq!(GitAuthor::default().name, "weir");
+    }
+
+    #[test]
+    fn revert_push_branch_falls_back_to_the_synced_branch() {
+        let cases = [
+            ("ref: {branch: main}\n", Some("main")),
+            (
+                "ref: {branch: main}\nrevert: {enabled: true, pushBranch: reverts}\n",
+                Some("reverts"),
+            ),
+            ("ref: {tag: v1.2.0}\nrevert: {enabled: true}\n", None),
+            (
+                "ref: {commit: 0123abc}\nrevert: {enabled: true, pushBranch: main}\n",
+                Some("main"),
+            ),
+            ("revert: {enabled: true}\n", None),
+        ];
+        for (fields, expected) in cases {
+            let yaml = format!("url: git://localhost/apps\n{fields}");
+            let spec: GitSyncSpec = serde_saphyr::from_str(&yaml).unwrap();
+            assert_eq!(spec.revert_push_branch(), expected, "{fields}");
+        }
+    }
+
+    #[test]
+    fn a_ref_names_exactly_one_of_branch_tag_commit() {
+        for yaml in ["branch: main\ntag: v1\n", "{}\n"] {
+            assert!(serde_saphyr::from_str::<GitRef>(yaml).is_err(), "{yaml:?}");
+        }
+    }
 }

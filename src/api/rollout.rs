@@ -27,6 +27,8 @@ pub const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 pub const DEFAULT_MAX_SURGE_AND_UNAVAILABLE: &str = "25%";
 
 /// A workload released step by step: canary with traffic weights and analysis, or blue-green.
+// Several printer columns share a `type_`, which clippy mistakes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "weir.io",

@@ -114,14 +114,23 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", message)
     }
 
-    /// 422 Invalid, with one cause per field error.
+    /// 422 Invalid, with one cause per field error: `(reason, message without the field, field)`.
     pub fn invalid(
         group: &str,
         kind: &str,
         name: &str,
         causes: Vec<(String, String, String)>,
     ) -> Self {
-        let summary: Vec<String> = causes.iter().map(|(_, msg, _)| msg.clone()).collect();
+        let summary: Vec<String> = causes
+            .iter()
+            .map(|(_, msg, field)| {
+                if field.is_empty() {
+                    msg.clone()
+                } else {
+                    format!("{field}: {msg}")
+                }
+            })
+            .collect();
         let summary = if summary.len() == 1 {
             summary.join("")
         } else {

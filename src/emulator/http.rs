@@ -900,7 +900,7 @@ fn apply_scale(rt: &ResourceType, current: &Value, scale: &Value) -> Result<Valu
             name,
             vec![(
                 "FieldValueInvalid".into(),
-                "spec.replicas: Invalid value: must be a non-negative integer".into(),
+                "Invalid value: must be a non-negative integer".into(),
                 "spec.replicas".into(),
             )],
         ));

@@ -339,7 +339,7 @@ fn validate_name(rt: &ResourceType, name: &str) -> Result<(), String> {
     } else {
         "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
     };
-    Err(format!("metadata.name: Invalid value: \"{name}\": {what}"))
+    Err(format!("Invalid value: \"{name}\": {what}"))
 }
 
 fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
@@ -432,7 +432,7 @@ fn validate(rt: &ResourceType, obj: &mut Value, ctx: &WriteContext) -> Result<()
             &name,
             errors
                 .iter()
-                .map(|e| (e.cause_reason().to_string(), e.to_string(), e.field.clone()))
+                .map(|e| (e.cause_reason().to_string(), e.body(), e.field.clone()))
                 .collect(),
         )),
     }
@@ -467,7 +467,7 @@ pub fn prepare_create(
                     "",
                     vec![(
                         "FieldValueRequired".into(),
-                        "metadata.name: Required value: name or generateName is required".into(),
+                        "Required value: name or generateName is required".into(),
                         "metadata.name".into(),
                     )],
                 ));

@@ -294,7 +294,11 @@ mod tests {
                 .unwrap()
                 .matches(&pod)
         );
-        assert!(!FieldSelector::parse("status.phase!=Running", "Pod").unwrap().matches(&pod));
+        assert!(
+            !FieldSelector::parse("status.phase!=Running", "Pod")
+                .unwrap()
+                .matches(&pod)
+        );
         let err = FieldSelector::parse("spec.foo=1", "Rollout").unwrap_err();
         assert_eq!(
             err.to_string(),

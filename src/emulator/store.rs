@@ -503,7 +503,7 @@ impl State {
                 for v in super::validation::structural_violations(schema) {
                     causes.push((
                         "FieldValueInvalid".into(),
-                        format!("spec.versions[{}].schema.openAPIV3Schema: {v}", t.version),
+                        format!("spec.versions[{}].schema.{v}", t.version),
                         String::new(),
                     ));
                 }

@@ -13,7 +13,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("weir-test-{tag}-{}-{}", std::process::id(), fastrand::u64(..)));
+        let dir = std::env::temp_dir().join(format!(
+            "weir-test-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
@@ -45,7 +49,11 @@ impl Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         config.kubeconfig = Some(kubeconfig.clone());
         let emulator = weir::emulator::start(config).await.expect("start emulator");
-        Cluster { emulator, dir, kubeconfig }
+        Cluster {
+            emulator,
+            dir,
+            kubeconfig,
+        }
     }
 
     pub fn client(&self) -> kube::Client {
@@ -64,7 +72,9 @@ impl Cluster {
         tokio::time::timeout(Duration::from_secs(60), cmd.output())
             .await
             .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
-            .unwrap_or_else(|e| panic!("running kubectl: {e}; install kubectl v1.32 or set WEIR_KUBECTL"))
+            .unwrap_or_else(|e| {
+                panic!("running kubectl: {e}; install kubectl v1.32 or set WEIR_KUBECTL")
+            })
     }
 
     /// Runs kubectl and asserts success; returns stdout.
@@ -113,7 +123,79 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw HTTP response from the emulator.
+pub struct Raw {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub text: String,
+    pub headers: http::HeaderMap,
+}
+
+impl Cluster {
+    /// Sends a raw request and returns status, parsed body and headers; never fails on HTTP errors.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> Raw {
+        use http_body_util::BodyExt;
+        let mut req = http::Request::builder().method(method).uri(path);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req
+            .body(kube::client::Body::from(body.into()))
+            .expect("request");
+        let resp = self.client().send(req).await.expect("send");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Raw {
+            status,
+            body,
+            text,
+            headers,
+        }
+    }
+
+    /// Reads a watch stream until `done` says stop or `timeout` passes; returns the events seen.
+    pub async fn watch_events(
+        &self,
+        path: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        use futures::{AsyncBufReadExt, StreamExt};
+        let req = http::Request::builder()
+            .uri(path)
+            .body(Vec::new())
+            .expect("request");
+        let stream = self.client().request_stream(req).await.expect("watch");
+        let mut lines = stream.lines();
+        let mut events = Vec::new();
+        let _ = tokio::time::timeout(timeout, async {
+            while let Some(Ok(line)) = lines.next().await {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    events.push(v);
+                }
+                if done(&events) {
+                    break;
+                }
+            }
+        })
+        .await;
+        events
     }
 }
