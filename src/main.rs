@@ -156,7 +156,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
             println!("kubeconfig: {}", path.display());
             println!(
-                "try:\n  export KUBECONFIG={}\n  kubectl get crds\n  kubectl apply -f e2e/crds/ && kubectl apply -f examples/",
+                "try:\n  export KUBECONFIG={}\n  kubectl get crds\n  kubectl apply -f e2e/crds/ && kubectl apply -f examples/canary-gateway.yaml",
                 path.display()
             );
             (Some(running), client)

@@ -369,3 +369,55 @@ async fn explain_rollout_strategy() {
         .await;
     assert!(steps.contains("<integer>"), "{steps}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_example_applies_with_test_crds() {
+    let c = with_crds("kubectl-example").await;
+    c.kubectl_ok(&["apply", "-f", repo_root().join("e2e/crds").to_str().unwrap()]).await;
+    let out = c.kubectl_ok(&["apply", "-f", repo_root().join("examples/canary-gateway.yaml").to_str().unwrap()]).await;
+    for line in ["service/web-stable created", "service/web-canary created", "httproute.gateway.networking.k8s.io/web created", "rollout.weir.io/web created"] {
+        assert!(out.contains(line), "{line} in {out}");
+    }
+    let again = c.kubectl_ok(&["apply", "-f", repo_root().join("examples/canary-gateway.yaml").to_str().unwrap()]).await;
+    assert!(again.contains("rollout.weir.io/web unchanged"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weir_run_embedded_serves_kubectl() {
+    let dir = support::TempDir::new("run-embedded");
+    let kubeconfig = dir.path().join("kc");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--embedded", "--emulator-kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn weir run --embedded");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let printed = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut out = Vec::new();
+        while let Some(l) = lines.next_line().await.unwrap() {
+            let done = l.starts_with("connected to Kubernetes");
+            out.push(l);
+            if done {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .expect("weir run --embedded reports it is connected");
+    assert!(printed.iter().any(|l| l.starts_with("kubeconfig: ")), "{printed:?}");
+    let out = tokio::process::Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(["get", "crd", "rollouts.weir.io", "-o", "name"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "customresourcedefinition.apiextensions.k8s.io/rollouts.weir.io", "the embedded run installed weir's CRDs");
+    let _ = child.kill().await;
+}
