@@ -4,3 +4,4 @@
 pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod traffic;

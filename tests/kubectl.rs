@@ -84,7 +84,17 @@ async fn apply_crds_then_server_side_apply_and_get_yaml() {
     assert!(again.contains("rollouts.weir.io unchanged"), "{again}");
 
     apply_rollout(&c).await;
-    let obj = yaml(&c.kubectl_ok(&["get", "rollout", "web", "-o", "yaml"]).await);
+    let obj = yaml(
+        &c.kubectl_ok(&[
+            "get",
+            "rollout",
+            "web",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ])
+        .await,
+    );
     assert_eq!(obj["kind"], "Rollout");
     assert_eq!(obj["spec"]["replicas"], 3);
     assert_eq!(
@@ -373,12 +383,40 @@ async fn explain_rollout_strategy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_example_applies_with_test_crds() {
     let c = with_crds("kubectl-example").await;
-    c.kubectl_ok(&["apply", "-f", repo_root().join("e2e/crds").to_str().unwrap()]).await;
-    let out = c.kubectl_ok(&["apply", "-f", repo_root().join("examples/canary-gateway.yaml").to_str().unwrap()]).await;
-    for line in ["service/web-stable created", "service/web-canary created", "httproute.gateway.networking.k8s.io/web created", "rollout.weir.io/web created"] {
+    c.kubectl_ok(&[
+        "apply",
+        "-f",
+        repo_root().join("e2e/crds").to_str().unwrap(),
+    ])
+    .await;
+    let out = c
+        .kubectl_ok(&[
+            "apply",
+            "-f",
+            repo_root()
+                .join("examples/canary-gateway.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .await;
+    for line in [
+        "service/web-stable created",
+        "service/web-canary created",
+        "httproute.gateway.networking.k8s.io/web created",
+        "rollout.weir.io/web created",
+    ] {
         assert!(out.contains(line), "{line} in {out}");
     }
-    let again = c.kubectl_ok(&["apply", "-f", repo_root().join("examples/canary-gateway.yaml").to_str().unwrap()]).await;
+    let again = c
+        .kubectl_ok(&[
+            "apply",
+            "-f",
+            repo_root()
+                .join("examples/canary-gateway.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .await;
     assert!(again.contains("rollout.weir.io/web unchanged"), "{again}");
 }
 
@@ -408,7 +446,10 @@ async fn weir_run_embedded_serves_kubectl() {
     })
     .await
     .expect("weir run --embedded reports it is connected");
-    assert!(printed.iter().any(|l| l.starts_with("kubeconfig: ")), "{printed:?}");
+    assert!(
+        printed.iter().any(|l| l.starts_with("kubeconfig: ")),
+        "{printed:?}"
+    );
     let out = tokio::process::Command::new(kubectl_path())
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -418,6 +459,10 @@ async fn weir_run_embedded_serves_kubectl() {
         .output()
         .await
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "customresourcedefinition.apiextensions.k8s.io/rollouts.weir.io", "the embedded run installed weir's CRDs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "customresourcedefinition.apiextensions.k8s.io/rollouts.weir.io",
+        "the embedded run installed weir's CRDs"
+    );
     let _ = child.kill().await;
 }

@@ -500,6 +500,14 @@ pub struct RolloutStatus {
     /// The Git revert of a failed release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_revert: Option<GitRevertStatus>,
+    /// When the current step started waiting for pods; the progress deadline counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Number of Events weir has recorded for this Rollout. It names the next Event, so that a
+    /// controller restarted between recording an Event and writing this status records it once.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub recorded_events: i64,
     /// Pods of this Rollout.
     #[serde(default)]
     #[schemars(range(min = 0))]

@@ -60,6 +60,13 @@ impl Cluster {
         kube::Client::try_from(self.emulator.kube_config()).expect("kube client")
     }
 
+    /// A client without kube's retry on 503/429, so wire-level tests see every response as sent.
+    pub fn raw_client(&self) -> kube::Client {
+        let mut cfg = self.emulator.kube_config();
+        cfg.default_retry = false;
+        kube::Client::try_from(cfg).expect("kube client")
+    }
+
     /// Runs the real kubectl against this emulator, with its own discovery cache.
     pub async fn kubectl(&self, args: &[&str]) -> Output {
         let mut cmd = tokio::process::Command::new(kubectl_path());
@@ -156,7 +163,7 @@ impl Cluster {
         let req = req
             .body(kube::client::Body::from(body.into()))
             .expect("request");
-        let resp = self.client().send(req).await.expect("send");
+        let resp = self.raw_client().send(req).await.expect("send");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
@@ -182,7 +189,7 @@ impl Cluster {
             .uri(path)
             .body(Vec::new())
             .expect("request");
-        let stream = self.client().request_stream(req).await.expect("watch");
+        let stream = self.raw_client().request_stream(req).await.expect("watch");
         let mut lines = stream.lines();
         let mut events = Vec::new();
         let _ = tokio::time::timeout(timeout, async {
