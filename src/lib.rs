@@ -4,4 +4,5 @@
 pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod rollout;
 pub mod traffic;

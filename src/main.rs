@@ -184,10 +184,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API")?;
     println!("connected to Kubernetes {}", version.git_version);
-    println!(
-        "controllers: none yet (the Rollout controller arrives with issue B); press Ctrl-C to stop"
-    );
-    shutdown_signal().await;
+    println!("controllers: rollout; press Ctrl-C to stop");
+    tokio::select! {
+        _ = weir::rollout::controller::run(client) => {}
+        _ = shutdown_signal() => {}
+    }
     Ok(())
 }
 

@@ -15,7 +15,10 @@ const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// label itself is excluded, so hashing a template that already carries it gives the same value.
 pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
     let mut value = serde_json::to_value(template).unwrap_or(Value::Null);
-    if let Some(labels) = value.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(labels) = value
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
     }
     let canonical = value.to_string();
@@ -47,15 +50,25 @@ mod tests {
 
     #[test]
     fn equal_templates_hash_equal_and_changes_change_it() {
-        assert_eq!(pod_template_hash(&template("a:1")), pod_template_hash(&template("a:1")));
-        assert_ne!(pod_template_hash(&template("a:1")), pod_template_hash(&template("a:2")));
+        assert_eq!(
+            pod_template_hash(&template("a:1")),
+            pod_template_hash(&template("a:1"))
+        );
+        assert_ne!(
+            pod_template_hash(&template("a:1")),
+            pod_template_hash(&template("a:2"))
+        );
     }
 
     #[test]
     fn the_hash_label_does_not_change_the_hash() {
         let mut t = template("a:1");
         let h = pod_template_hash(&t);
-        t.metadata.get_or_insert_default().labels.get_or_insert_default().insert(POD_TEMPLATE_HASH_LABEL.into(), h.clone());
+        t.metadata
+            .get_or_insert_default()
+            .labels
+            .get_or_insert_default()
+            .insert(POD_TEMPLATE_HASH_LABEL.into(), h.clone());
         assert_eq!(pod_template_hash(&t), h);
     }
 

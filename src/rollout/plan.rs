@@ -9,7 +9,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions::{self, ConditionStatus, reasons, types};
-use crate::api::rollout::{PauseCondition, PauseReason, Rollout, RolloutPhase, RolloutStatus, RolloutStrategy, TrafficWeights};
+use crate::api::rollout::{
+    PauseCondition, PauseReason, Rollout, RolloutPhase, RolloutStatus, RolloutStrategy,
+    TrafficWeights,
+};
 
 use super::hash::pod_template_hash;
 use super::{blue_green, canary};
@@ -202,13 +205,24 @@ fn selector_string(ro: &Rollout) -> String {
         .selector
         .match_labels
         .as_ref()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default()
 }
 
 /// Checks what the schema cannot: references to Services and routes, and the selector.
 fn validate(ro: &Rollout, observed: &Observed) -> Result<(), String> {
-    let labels = ro.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let labels = ro
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let selects = ro
         .spec
         .selector
@@ -232,7 +246,9 @@ fn validate(ro: &Rollout, observed: &Observed) -> Result<(), String> {
                 if let crate::api::CanaryStep::SetWeight(w) = step
                     && !(0..=100).contains(w)
                 {
-                    return Err(format!("spec.strategy.canary.steps[{i}].setWeight: Invalid value: {w}: must be between 0 and 100"));
+                    return Err(format!(
+                        "spec.strategy.canary.steps[{i}].setWeight: Invalid value: {w}: must be between 0 and 100"
+                    ));
                 }
             }
             if c.traffic_routing.is_some() {
@@ -253,7 +269,10 @@ fn validate(ro: &Rollout, observed: &Observed) -> Result<(), String> {
             }
         }
         RolloutStrategy::BlueGreen(b) => {
-            missing("spec.strategy.blueGreen.activeService", &Some(b.active_service.clone()))?;
+            missing(
+                "spec.strategy.blueGreen.activeService",
+                &Some(b.active_service.clone()),
+            )?;
             missing("spec.strategy.blueGreen.previewService", &b.preview_service)?;
             if b.preview_service.as_deref() == Some(b.active_service.as_str()) {
                 return Err("spec.strategy.blueGreen.previewService: Invalid value: must differ from activeService".into());
@@ -270,12 +289,20 @@ impl Planner<'_> {
 
     /// Records an Event.
     pub fn event(&mut self, reason: &'static str, message: impl Into<String>) {
-        self.transitions.push(Transition { reason, message: message.into(), warning: false });
+        self.transitions.push(Transition {
+            reason,
+            message: message.into(),
+            warning: false,
+        });
     }
 
     /// Records a Warning Event.
     pub fn warn(&mut self, reason: &'static str, message: impl Into<String>) {
-        self.transitions.push(Transition { reason, message: message.into(), warning: true });
+        self.transitions.push(Transition {
+            reason,
+            message: message.into(),
+            warning: true,
+        });
     }
 
     /// Asks to be called again after `d` at the latest.
@@ -284,10 +311,10 @@ impl Planner<'_> {
     }
 
     fn invalid(&mut self, message: String) {
-        let changed = conditions::set(
-            &mut self.status.conditions,
-            conditions::invalid_spec(message.clone(), self.now, self.generation()),
-        );
+        let changed = {
+            let c = conditions::invalid_spec(message.clone(), self.now, self.generation());
+            conditions::set(&mut self.status.conditions, c)
+        };
         if changed {
             self.warn(events::INVALID_SPEC, message.clone());
         }
@@ -305,43 +332,75 @@ impl Planner<'_> {
         } else {
             (reasons::ROLLOUT_NOT_HEALTHY, message.clone())
         };
-        conditions::set(
-            &mut self.status.conditions,
-            conditions::new(types::HEALTHY, ConditionStatus::from(healthy), reason, msg, self.now, self.generation()),
-        );
-        let paused = phase == RolloutPhase::Paused;
-        conditions::set(
-            &mut self.status.conditions,
-            conditions::new(
-                types::PAUSED,
-                ConditionStatus::from(paused),
-                if paused { reasons::ROLLOUT_PAUSED } else { reasons::ROLLOUT_RESUMED },
-                if paused { message } else { "Rollout is not paused".into() },
+        {
+            let c = conditions::new(
+                types::HEALTHY,
+                ConditionStatus::from(healthy),
+                reason,
+                msg,
                 self.now,
                 self.generation(),
-            ),
-        );
+            );
+            conditions::set(&mut self.status.conditions, c)
+        };
+        let paused = phase == RolloutPhase::Paused;
+        {
+            let c = conditions::new(
+                types::PAUSED,
+                ConditionStatus::from(paused),
+                if paused {
+                    reasons::ROLLOUT_PAUSED
+                } else {
+                    reasons::ROLLOUT_RESUMED
+                },
+                if paused {
+                    message
+                } else {
+                    "Rollout is not paused".into()
+                },
+                self.now,
+                self.generation(),
+            );
+            conditions::set(&mut self.status.conditions, c)
+        };
     }
 
     /// Sets the Progressing condition.
     pub fn progressing(&mut self, holds: bool, reason: &str, message: impl Into<String>) {
-        conditions::set(
-            &mut self.status.conditions,
-            conditions::new(types::PROGRESSING, ConditionStatus::from(holds), reason, message, self.now, self.generation()),
-        );
+        {
+            let c = conditions::new(
+                types::PROGRESSING,
+                ConditionStatus::from(holds),
+                reason,
+                message,
+                self.now,
+                self.generation(),
+            );
+            conditions::set(&mut self.status.conditions, c)
+        };
     }
 
     /// Sets the Completed condition.
     pub fn completed(&mut self, holds: bool) {
         let (reason, message) = if holds {
-            (reasons::ROLLOUT_COMPLETED, "Rollout completed: every pod runs the stable revision")
+            (
+                reasons::ROLLOUT_COMPLETED,
+                "Rollout completed: every pod runs the stable revision",
+            )
         } else {
             (reasons::ROLLOUT_NOT_COMPLETED, "A release is in progress")
         };
-        conditions::set(
-            &mut self.status.conditions,
-            conditions::new(types::COMPLETED, ConditionStatus::from(holds), reason, message, self.now, self.generation()),
-        );
+        {
+            let c = conditions::new(
+                types::COMPLETED,
+                ConditionStatus::from(holds),
+                reason,
+                message,
+                self.now,
+                self.generation(),
+            );
+            conditions::set(&mut self.status.conditions, c)
+        };
     }
 
     /// The ReplicaSet running `hash`, if any.
@@ -357,9 +416,16 @@ impl Planner<'_> {
     /// Makes the ReplicaSet of `hash` exist at `replicas` pods, without a scale-down deadline.
     pub fn ensure_rs(&mut self, hash: &str, replicas: i32) {
         let action = match self.rs(hash) {
-            None => Some(Action::CreateReplicaSet { hash: hash.to_string(), replicas }),
+            None => Some(Action::CreateReplicaSet {
+                hash: hash.to_string(),
+                replicas,
+            }),
             Some(rs) if rs.replicas != replicas || rs.scale_down_at.is_some() => {
-                Some(Action::ScaleReplicaSet { name: rs.name.clone(), replicas, scale_down_at: None })
+                Some(Action::ScaleReplicaSet {
+                    name: rs.name.clone(),
+                    replicas,
+                    scale_down_at: None,
+                })
             }
             Some(_) => None,
         };
@@ -377,11 +443,19 @@ impl Planner<'_> {
         match rs.scale_down_at {
             None => {
                 let at = self.now.checked_add(delay).unwrap_or(self.now);
-                self.actions.push(Action::ScaleReplicaSet { name: rs.name, replicas: rs.replicas, scale_down_at: Some(at) });
+                self.actions.push(Action::ScaleReplicaSet {
+                    name: rs.name,
+                    replicas: rs.replicas,
+                    scale_down_at: Some(at),
+                });
                 self.requeue_after(delay);
             }
             Some(at) if at <= self.now => {
-                self.actions.push(Action::ScaleReplicaSet { name: rs.name, replicas: 0, scale_down_at: None });
+                self.actions.push(Action::ScaleReplicaSet {
+                    name: rs.name,
+                    replicas: 0,
+                    scale_down_at: None,
+                });
             }
             Some(at) => {
                 let left = at.duration_since(self.now);
@@ -409,38 +483,59 @@ impl Planner<'_> {
         let Some(service) = service else {
             return;
         };
-        if self.observed.services.get(service) != Some(&ServiceState::Present(Some(hash.to_string()))) {
-            self.actions.push(Action::PinService { service: service.to_string(), hash: hash.to_string() });
+        if self.observed.services.get(service)
+            != Some(&ServiceState::Present(Some(hash.to_string())))
+        {
+            self.actions.push(Action::PinService {
+                service: service.to_string(),
+                hash: hash.to_string(),
+            });
         }
     }
 
     /// Sets the traffic weights, when the routers do not already carry them.
     pub fn set_weights(&mut self, canary: i32, complete: bool) {
-        let recorded = self.status.weights.map(|w| w.canary);
         match &self.observed.traffic {
             TrafficState::Unrouted => {}
             TrafficState::Weights(observed) => {
-                if *observed != Some(canary) || complete && recorded != Some(canary) {
+                // Completion always goes to the routers: they drop the canary backends they added, and
+                // write nothing when there is nothing to drop.
+                if *observed != Some(canary) || complete {
                     self.actions.push(Action::SetWeights { canary, complete });
                 }
                 if *observed != Some(canary) {
-                    self.event(events::WEIGHT_UPDATED, format!("Traffic weight set to {canary}% canary, {}% stable", 100 - canary));
+                    self.event(
+                        events::WEIGHT_UPDATED,
+                        format!(
+                            "Traffic weight set to {canary}% canary, {}% stable",
+                            100 - canary
+                        ),
+                    );
                 }
             }
             TrafficState::Invalid(_) => return,
         }
-        self.status.weights = Some(TrafficWeights { canary, stable: 100 - canary });
+        self.status.weights = Some(TrafficWeights {
+            canary,
+            stable: 100 - canary,
+        });
     }
 
     /// Whether a pause condition of this reason is present.
     pub fn paused_for(&self, reason: PauseReason) -> Option<&PauseCondition> {
-        self.status.pause_conditions.iter().find(|c| c.reason == reason)
+        self.status
+            .pause_conditions
+            .iter()
+            .find(|c| c.reason == reason)
     }
 
     /// Adds a pause condition (started now) unless present.
     pub fn add_pause(&mut self, reason: PauseReason) {
         if self.paused_for(reason).is_none() {
-            self.status.pause_conditions.push(PauseCondition { reason, start_time: Time(self.now) });
+            self.status.pause_conditions.push(PauseCondition {
+                reason,
+                start_time: Time(self.now),
+            });
             self.status.controller_pause = true;
         }
     }
@@ -454,7 +549,9 @@ impl Planner<'_> {
 
     /// Whether the step waiting for pods has run past `progressDeadlineSeconds`.
     pub fn past_deadline(&mut self) -> bool {
-        let deadline = Duration::from_secs(u64::try_from(self.ro.spec.progress_deadline_seconds()).unwrap_or(600));
+        let deadline = Duration::from_secs(
+            u64::try_from(self.ro.spec.progress_deadline_seconds()).unwrap_or(600),
+        );
         let Some(Time(start)) = self.status.step_started_at else {
             return false;
         };
@@ -478,7 +575,10 @@ impl Planner<'_> {
     /// Deletes scaled-down ReplicaSets beyond `revisionHistoryLimit`, oldest first.
     fn history_limit(&mut self) {
         let limit = usize::try_from(self.ro.spec.revision_history_limit()).unwrap_or(10);
-        let keep = [Some(self.current.as_str()), self.status.stable_rs.as_deref()];
+        let keep = [
+            Some(self.current.as_str()),
+            self.status.stable_rs.as_deref(),
+        ];
         let mut old: Vec<&ObservedReplicaSet> = self
             .observed
             .replica_sets
@@ -493,7 +593,9 @@ impl Planner<'_> {
         let deletes: Vec<Action> = old
             .iter()
             .take(excess)
-            .map(|r| Action::DeleteReplicaSet { name: r.name.clone() })
+            .map(|r| Action::DeleteReplicaSet {
+                name: r.name.clone(),
+            })
             .collect();
         self.actions.extend(deletes);
     }
@@ -514,7 +616,10 @@ impl Planner<'_> {
             self.status.pause_conditions.clear();
             self.status.controller_pause = false;
             self.status.step_started_at = None;
-            self.event(events::RETRIED, "Rollout retried: the release starts again from the first step");
+            self.event(
+                events::RETRIED,
+                "Rollout retried: the release starts again from the first step",
+            );
             return true;
         }
         false
@@ -542,6 +647,42 @@ impl Planner<'_> {
         self.status.step_started_at = None;
     }
 
+    /// Healthy once `hash` has all its pods ready; records RolloutCompleted on the way into Healthy.
+    pub fn settle_when_ready(&mut self, hash: &str, replicas: i32, scale_down_delay: Duration) {
+        let ready = self.ready(hash);
+        self.settle(hash);
+        self.scale_down_others(&[hash], scale_down_delay);
+        if ready >= replicas {
+            let was = self.ro.status.as_ref().and_then(|s| s.phase);
+            if was != Some(RolloutPhase::Healthy) {
+                self.event(
+                    events::COMPLETED,
+                    format!("Rollout completed: revision {hash} is stable"),
+                );
+            }
+            self.completed(true);
+            self.progressing(
+                true,
+                reasons::NEW_REPLICA_SET_AVAILABLE,
+                format!("Revision {hash} is stable"),
+            );
+            self.set_phase(RolloutPhase::Healthy, format!("Revision {hash} is stable"));
+        } else {
+            self.progressing(
+                true,
+                reasons::REPLICA_SET_UPDATED,
+                format!("Waiting for {replicas} ready pods ({ready} ready)"),
+            );
+            self.set_phase(
+                RolloutPhase::Progressing,
+                format!(
+                    "Waiting for {replicas} pods of revision {hash} to be ready ({ready} ready)"
+                ),
+            );
+            self.requeue_after(Duration::from_secs(5));
+        }
+    }
+
     /// How many pods `percent` of `spec.replicas` is, rounded up.
     pub fn pods_for(&self, percent: i32) -> i32 {
         let replicas = self.ro.spec.replicas();
@@ -550,7 +691,9 @@ impl Planner<'_> {
 
     /// The AnalysisRun wiring arrives with the analysis controller; until then such a step waits.
     pub fn analysis_unavailable(&mut self, what: &str) {
-        let message = format!("Waiting at {what}: analysis is not available in this version of weir; promote to skip it");
+        let message = format!(
+            "Waiting at {what}: analysis is not available in this version of weir; promote to skip it"
+        );
         self.set_phase(RolloutPhase::Paused, message);
         self.requeue_after(Duration::from_secs(30));
     }

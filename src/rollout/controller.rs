@@ -1,0 +1,403 @@
+//! The thin async layer of the Rollout controller: observe, plan, act, record, write status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::conditions;
+use crate::api::rollout::{Rollout, RolloutPhase, RolloutStatus, RolloutStrategy};
+use crate::traffic::{self, Backends, TrafficRouter, Weights};
+
+use super::hash::POD_TEMPLATE_HASH_LABEL;
+use super::plan::{self, Action, Observed, ServiceState, TrafficState, Transition};
+use super::replica_sets::{self, ROLLOUT_LABEL, SCALE_DOWN_AT_ANNOTATION};
+
+/// The field manager of every write the Rollout controller makes.
+pub const FIELD_MANAGER: &str = "weir-rollout";
+
+/// Errors of one reconcile; all of them are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A Kubernetes API call failed.
+    #[error("{action}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A traffic router failed.
+    #[error("setting traffic weights")]
+    Traffic(#[source] traffic::TrafficError),
+    /// The stored object is not a Rollout this version understands.
+    #[error("decoding Rollout")]
+    Decode(#[source] serde_json::Error),
+}
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
+    let action = action.into();
+    move |source| ControllerError::Api { action, source }
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    client: Client,
+    replica_sets: Store<ReplicaSet>,
+    clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
+}
+
+fn rollout_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(crate::api::GROUP, crate::api::VERSION, "Rollout"),
+        "rollouts",
+    )
+}
+
+/// Runs the Rollout controller until the stream ends (it does not, unless the API goes away for good).
+pub async fn run(client: Client) {
+    let rs_api: Api<ReplicaSet> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let rs_stream = reflector::reflector(
+        writer,
+        watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        replica_sets: reader,
+        clock: Box::new(jiff::Timestamp::now),
+    });
+    let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
+    Controller::new_with(rollouts, watcher::Config::default(), rollout_resource())
+        .owns_stream_with(rs_stream, ())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "rollout reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(error = %err, source = ?std::error::Error::source(err), "rollout reconcile failed; retrying");
+    Requeue::requeue(Duration::from_millis(500))
+}
+
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let value = serde_json::to_value(&*obj).map_err(ControllerError::Decode)?;
+    let ro: Rollout = match serde_json::from_value(value) {
+        Ok(ro) => ro,
+        Err(e) => return invalid_object(&ctx, &ns, &name, &e.to_string()).await,
+    };
+    let observed = observe(&ctx, &ro).await?;
+    let now = (ctx.clock)();
+    let plan = plan::plan(&ro, &observed, now);
+    for action in &plan.actions {
+        execute(&ctx, &ro, action).await?;
+    }
+    let old = ro.status.clone().unwrap_or_default();
+    let mut status = plan.status;
+    status.recorded_events = old.recorded_events;
+    for t in &plan.transitions {
+        record(&ctx, &ro, status.recorded_events, t, now).await?;
+        status.recorded_events += 1;
+    }
+    if status != old {
+        let mut next = ro.clone();
+        next.status = Some(status);
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.replace_status(&name, &pp, &next).await {
+            Ok(_) => {}
+            // Someone (a person promoting, the plugin) changed the Rollout since we read it: plan again.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Ok(Requeue::requeue(Duration::from_millis(50)));
+            }
+            Err(e) => return Err(api_err(format!("writing status of Rollout {ns}/{name}"))(e)),
+        }
+    }
+    Ok(match plan.requeue {
+        Some(d) => Requeue::requeue(d.max(Duration::from_millis(100))),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// A stored object that does not decode as a Rollout gets InvalidSpec, and nothing else happens.
+async fn invalid_object(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    error: &str,
+) -> Result<Requeue, ControllerError> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &rollout_resource());
+    let now = (ctx.clock)();
+    let cond = conditions::invalid_spec(format!("spec: {error}"), now, None);
+    let patch = json!({"status": {"phase": RolloutPhase::Degraded.as_str(), "message": format!("InvalidSpec: {error}"), "conditions": [cond]}});
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(name, &pp, &Patch::Merge(&patch))
+        .await
+        .map_err(api_err("writing InvalidSpec"))?;
+    Ok(Requeue::await_change())
+}
+
+fn services_of(ro: &Rollout) -> Vec<String> {
+    match &ro.spec.strategy {
+        RolloutStrategy::Canary(c) => [c.stable_service.clone(), c.canary_service.clone()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        RolloutStrategy::BlueGreen(b) => {
+            [Some(b.active_service.clone()), b.preview_service.clone()]
+                .into_iter()
+                .flatten()
+                .collect()
+        }
+    }
+}
+
+fn routers(ro: &Rollout) -> Vec<Box<dyn TrafficRouter>> {
+    let ns = ro.metadata.namespace.clone().unwrap_or_default();
+    match &ro.spec.strategy {
+        RolloutStrategy::Canary(c) => c
+            .traffic_routing
+            .as_ref()
+            .map(|t| traffic::routers_for(t, &ns))
+            .unwrap_or_default(),
+        RolloutStrategy::BlueGreen(_) => Vec::new(),
+    }
+}
+
+fn backends(ro: &Rollout) -> Option<Backends> {
+    match &ro.spec.strategy {
+        RolloutStrategy::Canary(c) => Some(Backends {
+            stable_service: c.stable_service.clone()?,
+            canary_service: c.canary_service.clone()?,
+            rollout_namespace: ro.metadata.namespace.clone().unwrap_or_default(),
+        }),
+        RolloutStrategy::BlueGreen(_) => None,
+    }
+}
+
+async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerError> {
+    let ns = ro.metadata.namespace.clone().unwrap_or_default();
+    let uid = ro.metadata.uid.clone().unwrap_or_default();
+    let replica_sets = ctx
+        .replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
+        .filter_map(|rs| replica_sets::observe(rs))
+        .collect();
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut services = BTreeMap::new();
+    for name in services_of(ro) {
+        let svc = svc_api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading Service {ns}/{name}")))?;
+        let state = match svc {
+            None => ServiceState::Missing,
+            Some(s) => ServiceState::Present(
+                s.spec
+                    .and_then(|sp| sp.selector)
+                    .and_then(|sel| sel.get(POD_TEMPLATE_HASH_LABEL).cloned()),
+            ),
+        };
+        services.insert(name, state);
+    }
+    let routers = routers(ro);
+    let traffic = match backends(ro) {
+        Some(b) if !routers.is_empty() => {
+            let mut weights = Vec::new();
+            let mut invalid = None;
+            for r in &routers {
+                match r.observe(&ctx.client, &b).await {
+                    Ok(w) => weights.push(w.canary),
+                    Err(e) if e.is_invalid_spec() => {
+                        invalid = Some(e.to_string());
+                        break;
+                    }
+                    Err(e) => return Err(ControllerError::Traffic(e)),
+                }
+            }
+            match invalid {
+                Some(m) => TrafficState::Invalid(m),
+                None => {
+                    let first = weights.first().copied();
+                    TrafficState::Weights(first.filter(|f| weights.iter().all(|w| w == f)))
+                }
+            }
+        }
+        _ => TrafficState::Unrouted,
+    };
+    Ok(Observed {
+        replica_sets,
+        services,
+        traffic,
+    })
+}
+
+async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), ControllerError> {
+    let ns = ro.metadata.namespace.clone().unwrap_or_default();
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    match action {
+        Action::PinService { service, hash } => {
+            let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+            let patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
+            api.patch(service, &pp, &Patch::Merge(&patch))
+                .await
+                .map_err(api_err(format!("pinning Service {ns}/{service}")))?;
+        }
+        Action::CreateReplicaSet { hash, replicas } => {
+            let rs = replica_sets::build(ro, hash, *replicas);
+            let post = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match rs_api.create(&post, &rs).await {
+                Ok(_) => {}
+                // Created by a run that crashed before writing status; the next plan sizes it.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(api_err(format!("creating ReplicaSet for {hash}"))(e)),
+            }
+        }
+        Action::ScaleReplicaSet {
+            name,
+            replicas,
+            scale_down_at,
+        } => {
+            let at = scale_down_at.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            let patch = json!({"metadata": {"annotations": {SCALE_DOWN_AT_ANNOTATION: at}}, "spec": {"replicas": replicas}});
+            rs_api
+                .patch(name, &pp, &Patch::Merge(&patch))
+                .await
+                .map_err(api_err(format!("scaling ReplicaSet {ns}/{name}")))?;
+        }
+        Action::DeleteReplicaSet { name } => {
+            match rs_api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api_err(format!("deleting ReplicaSet {ns}/{name}"))(e)),
+            }
+        }
+        Action::SetWeights { canary, complete } => {
+            let Some(b) = backends(ro) else {
+                return Ok(());
+            };
+            let weights = Weights::canary(*canary).map_err(ControllerError::Traffic)?;
+            // Every route gets its weight in this one reconcile; the first failure is reported after all
+            // were tried, so an abort never leaves some routes on the canary because another failed.
+            let mut first_err = None;
+            for r in routers(ro) {
+                if let Err(e) = r.set_weights(&ctx.client, &b, weights, *complete).await
+                    && first_err.is_none()
+                {
+                    first_err = Some(e);
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(ControllerError::Traffic(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records a transition as a core/v1 Event whose name follows from the status, so a restart that makes
+/// the same transition again finds it already recorded.
+async fn record(
+    ctx: &Context,
+    ro: &Rollout,
+    seq: i64,
+    t: &Transition,
+    now: jiff::Timestamp,
+) -> Result<(), ControllerError> {
+    let ns = ro.metadata.namespace.clone().unwrap_or_default();
+    let ro_name = ro.metadata.name.clone().unwrap_or_default();
+    let uid = ro.metadata.uid.clone().unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in t.reason.bytes().chain(t.message.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let base: String = ro_name.chars().take(200).collect();
+    let name = format!(
+        "{base}.{}.{seq}-{h:08x}",
+        uid.chars().take(8).collect::<String>()
+    );
+    let ev = CoreEvent {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(Rollout::api_version(&()).into_owned()),
+            kind: Some("Rollout".into()),
+            name: Some(ro_name),
+            namespace: Some(ns.clone()),
+            uid: Some(uid),
+            ..Default::default()
+        },
+        reason: Some(t.reason.into()),
+        message: Some(t.message.clone()),
+        type_: Some(if t.warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource {
+            component: Some("weir-rollout".into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        reporting_component: Some("weir.io/rollout-controller".into()),
+        reporting_instance: Some("weir".into()),
+        ..Default::default()
+    };
+    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let post = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&post, &ev).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(api_err("recording an Event")(e)),
+    }
+}
+
+/// The object reference of a Rollout, for callers that want to trigger a reconcile.
+pub fn object_ref(ro: &Rollout) -> ObjectRef<DynamicObject> {
+    ObjectRef::new_with(&ro.name_any(), rollout_resource())
+        .within(&ro.namespace().unwrap_or_default())
+}
+
+#[allow(dead_code)]
+fn _assert_status_type(_: &RolloutStatus) {}
