@@ -662,7 +662,9 @@ async fn fault_injection_errors_unready_pods_and_dropped_watches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_real_status_codes() {
     let c = with_crds("bad-input").await;
-    let cases: Vec<(&str, String, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    /// (method, path, content type, body, expected code, expected reason)
+    type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             CM.into(),

@@ -505,7 +505,7 @@ pub struct RolloutStatus {
     pub step_started_at: Option<Time>,
     /// Number of Events weir has recorded for this Rollout. It names the next Event, so that a
     /// controller restarted between recording an Event and writing this status records it once.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0))]
     pub recorded_events: i64,
     /// Pods of this Rollout.
@@ -532,6 +532,10 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Summary of a Rollout's state.

@@ -12,3 +12,6 @@ pub use hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash};
 pub use plan::{
     Action, Observed, ObservedReplicaSet, Plan, ServiceState, TrafficState, Transition, plan,
 };
+
+#[cfg(test)]
+mod tests;

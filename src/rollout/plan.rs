@@ -437,7 +437,11 @@ impl Planner<'_> {
         let Some(rs) = self.rs(hash).cloned() else {
             return;
         };
-        if rs.replicas == 0 {
+        let planned = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleReplicaSet { name, .. } if *name == rs.name));
+        if rs.replicas == 0 || planned {
             return;
         }
         match rs.scale_down_at {
@@ -495,25 +499,42 @@ impl Planner<'_> {
 
     /// Sets the traffic weights, when the routers do not already carry them.
     pub fn set_weights(&mut self, canary: i32, complete: bool) {
-        match &self.observed.traffic {
-            TrafficState::Unrouted => {}
-            TrafficState::Weights(observed) => {
-                // Completion always goes to the routers: they drop the canary backends they added, and
-                // write nothing when there is nothing to drop.
-                if *observed != Some(canary) || complete {
-                    self.actions.push(Action::SetWeights { canary, complete });
-                }
-                if *observed != Some(canary) {
-                    self.event(
-                        events::WEIGHT_UPDATED,
-                        format!(
-                            "Traffic weight set to {canary}% canary, {}% stable",
-                            100 - canary
-                        ),
-                    );
-                }
+        let TrafficState::Weights(observed) = &self.observed.traffic else {
+            if self.observed.traffic == TrafficState::Unrouted {
+                self.status.weights = Some(TrafficWeights {
+                    canary,
+                    stable: 100 - canary,
+                });
             }
-            TrafficState::Invalid(_) => return,
+            return;
+        };
+        // What the routers will carry once the actions planned so far are done.
+        let planned = self.actions.iter().rev().find_map(|a| match a {
+            Action::SetWeights { canary, .. } => Some(*canary),
+            _ => None,
+        });
+        let carried = planned.or(*observed);
+        // Completion goes to the routers once, when a release ends, so they drop the canary backends
+        // they added; in a steady state nothing is sent.
+        let was = self.ro.status.as_ref();
+        let settling = complete
+            && planned.is_none()
+            && was.is_some_and(|s| {
+                s.current_pod_hash != s.stable_rs
+                    || s.abort
+                    || s.weights.is_some_and(|w| w.canary != 0)
+            });
+        if carried != Some(canary) || settling {
+            self.actions.push(Action::SetWeights { canary, complete });
+        }
+        if carried != Some(canary) {
+            self.event(
+                events::WEIGHT_UPDATED,
+                format!(
+                    "Traffic weight set to {canary}% canary, {}% stable",
+                    100 - canary
+                ),
+            );
         }
         self.status.weights = Some(TrafficWeights {
             canary,
