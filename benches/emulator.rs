@@ -44,7 +44,7 @@ const FULL: Scale = Scale {
     namespaces: 20,
     watchers: 1_000,
     runs: 5,
-    list_samples: 20,
+    list_samples: 10,
     fanout_writes: 500,
     writers: 8,
     paced_run: Duration::from_secs(3),
@@ -122,6 +122,8 @@ struct ListMeta {
     resource_version: String,
     #[serde(rename = "continue")]
     continue_token: Option<String>,
+    #[serde(rename = "remainingItemCount")]
+    remaining_item_count: Option<u64>,
 }
 
 /// A list response with its items counted but not decoded.
@@ -180,6 +182,14 @@ fn ms(d: Duration) -> String {
     }
 }
 
+/// The one-minute load average, to show whether something else was running.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -195,6 +205,7 @@ async fn run(scale: &Scale) -> String {
         client: kube::Client::try_from(emulator.kube_config()).expect("kube client"),
     });
     let mut out = String::new();
+    let load_before = load_average();
 
     // Load over HTTP with bounded concurrency.
     for n in 0..scale.namespaces {
@@ -238,6 +249,7 @@ async fn run(scale: &Scale) -> String {
         .collect::<Vec<()>>()
         .await;
     let load_time = started.elapsed();
+    let loaded_rss = rss_mib();
     eprintln!("loaded {} objects in {load_time:.1?}", scale.objects);
 
     // List latency.
@@ -251,39 +263,51 @@ async fn run(scale: &Scale) -> String {
         selected_expected,
     )
     .await;
-    let (page_p50, page_p99, walk) = page_walk(&http, scale).await;
+    let walk = page_walk(&http, scale, "", scale.objects).await;
+    let selected_walk =
+        page_walk(&http, scale, "&labelSelector=shard%3D3", selected_expected).await;
     eprintln!("lists measured");
 
     out.push_str(&format!(
         "List latency, {} ConfigMaps in {} namespaces; from sending the request to having the whole body; \
-         median of {} runs ({} requests per run for the full and selected lists, one walk over all pages per run):\n\n",
+         median of {} runs ({} requests per run for the whole lists, one walk over all pages per run for the pages):\n\n",
         scale.objects, scale.namespaces, scale.runs, scale.list_samples
     ));
     out.push_str("| List | Items | Body | p50 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n");
     out.push_str(&format!(
-        "| full list | {} | {:.1} MiB | {} | {} |\n",
+        "| everything | {} | {:.1} MiB | {} | {} |\n",
         scale.objects,
         full_bytes as f64 / 1_048_576.0,
         ms(full_p50),
         ms(full_p99)
     ));
     out.push_str(&format!(
-        "| one page, `limit={PAGE}` | {PAGE} | | {} | {} |\n",
-        ms(page_p50),
-        ms(page_p99)
-    ));
-    out.push_str(&format!(
-        "| all pages, `limit={PAGE}` (whole walk) | {} | | {} | |\n",
-        scale.objects,
-        ms(walk)
-    ));
-    out.push_str(&format!(
-        "| `labelSelector=shard=3` | {} | {:.1} MiB | {} | {} |\n\n",
+        "| `labelSelector=shard=3` | {} | {:.1} MiB | {} | {} |\n",
         selected_expected,
         sel_bytes as f64 / 1_048_576.0,
         ms(sel_p50),
         ms(sel_p99)
     ));
+    for (name, w, items) in [
+        ("", &walk, scale.objects),
+        (
+            ", `labelSelector=shard=3`",
+            &selected_walk,
+            selected_expected,
+        ),
+    ] {
+        out.push_str(&format!(
+            "| one page, `limit={PAGE}`{name} | {PAGE} | | {} | {} |\n",
+            ms(w.page_p50),
+            ms(w.page_p99)
+        ));
+        out.push_str(&format!(
+            "| all {} pages, `limit={PAGE}`{name}, one after the other | {items} | | {} (whole walk) | |\n",
+            w.pages,
+            ms(w.walk)
+        ));
+    }
+    out.push('\n');
 
     // Watch fan-out.
     let fanout = FanOut::open(&http, scale).await;
@@ -329,11 +353,17 @@ async fn run(scale: &Scale) -> String {
         ms(pac.delay_p99)
     ));
     out.push_str(&format!(
-        "Deliveries missing or extra: {mismatched} of {expected} expected. Loading the {} objects over HTTP ({LOAD_CONCURRENCY} requests in flight) took {:.1} s ({:.0} creates/s); resident memory afterwards: {} MiB.\n",
+        "Deliveries missing or extra: {mismatched} of {expected} expected. Loading the {} objects over HTTP ({LOAD_CONCURRENCY} requests in flight) took {:.1} s ({:.0} creates/s); resident memory of the process (emulator and client) afterwards: {} MiB, and {} MiB at the end.\n",
         scale.objects,
         load_time.as_secs_f64(),
         scale.objects as f64 / load_time.as_secs_f64(),
+        loaded_rss.map_or_else(|| "?".to_string(), |m| m.to_string()),
         rss_mib().map_or_else(|| "?".to_string(), |m| m.to_string()),
+    ));
+    out.push_str(&format!(
+        "One-minute load average on {} CPUs: {load_before} at the start, {} at the end.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
     ));
     assert_eq!(mismatched, 0, "the emulator lost or repeated watch events");
     emulator.shutdown();
@@ -363,24 +393,40 @@ async fn list_latency(
     (median_duration(p50), median_duration(p99), body.len())
 }
 
-/// Page latency p50/p99 and the time of a whole walk, each the median over `runs` walks.
-async fn page_walk(http: &Http, scale: &Scale) -> (Duration, Duration, Duration) {
+/// A walk over all pages of `query` (`limit=500` plus `selector`): page latency p50/p99 and the time
+/// of the whole walk, each the median over `runs` walks.
+struct Walk {
+    page_p50: Duration,
+    page_p99: Duration,
+    walk: Duration,
+    pages: usize,
+}
+
+async fn page_walk(http: &Http, scale: &Scale, selector: &str, expected: usize) -> Walk {
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     let mut walks = Vec::new();
+    let mut pages = 0;
     for _ in 0..scale.runs {
         let mut sample = Vec::new();
         let mut items = 0;
         let mut token: Option<String> = None;
         let started = Instant::now();
         loop {
-            let path = match &token {
-                Some(t) => format!("/api/v1/configmaps?limit={PAGE}&continue={t}"),
-                None => format!("/api/v1/configmaps?limit={PAGE}"),
-            };
+            let mut path = format!("/api/v1/configmaps?limit={PAGE}{selector}");
+            if let Some(t) = &token {
+                path.push_str("&continue=");
+                path.push_str(t);
+            }
             let (body, took) = http.get(&path).await;
             sample.push(took);
             let head: ListHead = serde_json::from_slice(&body).expect("page");
+            if token.is_none() {
+                // Like the apiserver: a count of what is left only when no selector narrows the list.
+                let want =
+                    (selector.is_empty() && expected > PAGE).then(|| (expected - PAGE) as u64);
+                assert_eq!(head.metadata.remaining_item_count, want, "{path}");
+            }
             items += head.items.len();
             token = head.metadata.continue_token.filter(|t| !t.is_empty());
             if token.is_none() {
@@ -388,18 +434,17 @@ async fn page_walk(http: &Http, scale: &Scale) -> (Duration, Duration, Duration)
             }
         }
         walks.push(started.elapsed());
-        assert_eq!(
-            items, scale.objects,
-            "a walk over all pages sees every object"
-        );
+        assert_eq!(items, expected, "a walk over all pages sees every object");
+        pages = sample.len();
         p50.push(percentile(&mut sample, 0.5));
         p99.push(percentile(&mut sample, 0.99));
     }
-    (
-        median_duration(p50),
-        median_duration(p99),
-        median_duration(walks),
-    )
+    Walk {
+        page_p50: median_duration(p50),
+        page_p99: median_duration(p99),
+        walk: median_duration(walks),
+        pages,
+    }
 }
 
 /// What one watcher has received: (resourceVersion, arrival) per event.

@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! weir: progressive delivery for Kubernetes, with canary and blue-green rollouts, metric analysis, and an
 //! automatic Git revert when a release fails.
+pub mod analysis;
 pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -23,8 +23,10 @@ const NS: &str = "default";
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Index of the `pause: {}` step, which waits for a promote.
 const INDEFINITE_PAUSE_STEP: i64 = 3;
-/// At most this many kills at random moments per run, on top of the step-boundary kills.
-const RANDOM_KILLS: usize = 4;
+/// At most this many kills at random moments during the first deploy and during the release, on top of
+/// the step-boundary kills.
+const RANDOM_KILLS_FIRST_DEPLOY: usize = 1;
+const RANDOM_KILLS_RELEASE: usize = 4;
 
 fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar =
@@ -181,6 +183,8 @@ struct ControllerProcess {
     child: Child,
     boundary_kills: usize,
     random_kills: usize,
+    /// Where each kill happened, for the test output.
+    log: Vec<String>,
 }
 
 fn spawn_controller(kubeconfig: &Path) -> Child {
@@ -205,6 +209,7 @@ impl ControllerProcess {
             child: spawn_controller(kubeconfig),
             boundary_kills: 0,
             random_kills: 0,
+            log: Vec::new(),
         }
     }
 
@@ -224,18 +229,21 @@ impl ControllerProcess {
     }
 }
 
-/// Runs the release until `done` holds, killing the controller at every boundary and, when the random
-/// budget allows, at a random moment before the next boundary. Promotes at the indefinite pause.
+/// Runs the release from the state `last` (read before the change that starts it) until `done` holds,
+/// killing the controller at every boundary and, up to `random_kills` times, at a random moment before
+/// the next boundary. Promotes at the indefinite pause.
 async fn drive(
     c: &Cluster,
     ctl: &mut ControllerProcess,
     rng: &mut fastrand::Rng,
+    mut last: (Value, Value),
+    random_kills: usize,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let mut last = boundary_key(&status(c).await);
+    let mut random_left = random_kills;
     loop {
-        let random_kill = (ctl.random_kills < RANDOM_KILLS && rng.bool())
-            .then(|| Duration::from_millis(rng.u64(0..400)));
+        let random_kill =
+            (random_left > 0 && rng.bool()).then(|| Duration::from_millis(rng.u64(0..300)));
         let next = wait_for("the next step boundary", STEP_TIMEOUT, || async {
             let s = status(c).await;
             (boundary_key(&s) != last || done(&s)).then_some(s)
@@ -251,10 +259,14 @@ async fn drive(
         let Some(s) = reached else {
             ctl.kill_and_restart().await;
             ctl.random_kills += 1;
+            random_left -= 1;
+            ctl.log.push(format!("random kill after {last:?}"));
             continue;
         };
         ctl.kill_and_restart().await;
         ctl.boundary_kills += 1;
+        ctl.log
+            .push(format!("boundary kill at {:?}", boundary_key(&s)));
         if done(&s) {
             return s;
         }
@@ -295,10 +307,16 @@ async fn killing_the_controller_at_every_step_boundary_completes_the_rollout_wit
     let mut ctl = ControllerProcess::start(&c.kubeconfig);
 
     // First deploy: no steps, straight to Healthy.
+    let before = boundary_key(&status(&c).await);
     apply(&rollouts(&c), rollout("web:1")).await;
-    let first = drive(&c, &mut ctl, &mut rng, |s| {
-        s["phase"] == "Healthy" && s["stableRS"].is_string()
-    })
+    let first = drive(
+        &c,
+        &mut ctl,
+        &mut rng,
+        before,
+        RANDOM_KILLS_FIRST_DEPLOY,
+        |s| s["phase"] == "Healthy" && s["stableRS"].is_string(),
+    )
     .await;
     let v1 = first["stableRS"].as_str().unwrap().to_string();
     assert_eq!(
@@ -308,8 +326,9 @@ async fn killing_the_controller_at_every_step_boundary_completes_the_rollout_wit
     );
 
     // The release of v2 through all five steps.
+    let before = boundary_key(&status(&c).await);
     apply(&rollouts(&c), rollout("web:2")).await;
-    let done = drive(&c, &mut ctl, &mut rng, |s| {
+    let done = drive(&c, &mut ctl, &mut rng, before, RANDOM_KILLS_RELEASE, |s| {
         s["phase"] == "Healthy"
             && s["stableRS"].is_string()
             && s["stableRS"] != v1.as_str()
@@ -321,6 +340,9 @@ async fn killing_the_controller_at_every_step_boundary_completes_the_rollout_wit
         "killed weir run {} times at step boundaries and {} times at random moments",
         ctl.boundary_kills, ctl.random_kills
     );
+    for line in &ctl.log {
+        println!("  {line}");
+    }
     assert_eq!(done["currentStepIndex"], 5);
     assert_eq!(done["weights"], json!({"canary": 0, "stable": 100}));
     let route = http_routes(&c).get("web").await.unwrap();

@@ -619,11 +619,14 @@ fn list(
             .map_err(|_| ApiError::bad_request(format!("limit: Invalid value: \"{l}\"")))?,
         None => 0,
     };
+    let selective = ["labelSelector", "fieldSelector"]
+        .iter()
+        .any(|k| query.get(*k).is_some_and(|s| !s.trim().is_empty()));
     let page = app.store.list(
         rt,
         &ListOptions {
             namespace: ns,
-            filter: Some(&filter),
+            filter: if selective { Some(&filter) } else { None },
             limit,
             continue_token: query
                 .get("continue")

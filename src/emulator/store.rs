@@ -127,7 +127,7 @@ pub struct ListPage {
     pub rv: u64,
     /// Token for the next page.
     pub continue_token: Option<String>,
-    /// Objects left after this page.
+    /// Objects left after this page; unknown (None) when a filter is set, as the apiserver reports it.
     pub remaining: Option<u64>,
 }
 
@@ -252,6 +252,11 @@ impl Store {
             }
             if opts.limit > 0 && items.len() >= opts.limit {
                 more = true;
+                // With a selector the apiserver leaves remainingItemCount unset; counting here would run
+                // the selector over the rest of the collection on every page, making a walk quadratic.
+                if opts.filter.is_some() {
+                    break;
+                }
                 remaining += 1;
                 continue;
             }
@@ -266,7 +271,7 @@ impl Store {
             items,
             rv,
             continue_token,
-            remaining: more.then_some(remaining),
+            remaining: (more && opts.filter.is_none()).then_some(remaining),
         })
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::api::conditions::reasons;
 use crate::api::rollout::{CanaryStep, CanaryStrategy, PauseReason, RolloutPhase, SetCanaryScale};
 
+use super::analysis_gate::{self, Gate, Slot};
 use super::plan::{Planner, TrafficState, events};
 
 /// Plans one pass of a canary Rollout.
@@ -166,6 +167,25 @@ fn weight_reached(p: &Planner<'_>, _c: &CanaryStrategy, current: &str, pods: i32
 fn walk_steps(p: &mut Planner<'_>, c: &CanaryStrategy, current: &str, stable: &str) {
     let total = steps_len(c);
     let mut index = p.status.current_step_index.unwrap_or(0).clamp(0, total);
+    if let Some(bg) = &c.analysis
+        && index >= bg.starting_step.unwrap_or(0)
+        && index < total
+    {
+        match analysis_gate::gate(p, Slot::Background) {
+            Gate::Passed | Gate::Waiting => {}
+            Gate::Failed(msg) => {
+                p.abort(reasons::ANALYSIS_RUN_FAILED, format!("Rollout aborted: {msg}"));
+                return aborted(p, c, current, stable);
+            }
+            Gate::Inconclusive(msg) => {
+                if !analysis_gate::inconclusive(p, msg.clone()) {
+                    p.set_phase(RolloutPhase::Paused, format!("Paused: background {msg}; promote or abort"));
+                    return;
+                }
+            }
+            Gate::Blocked(why) => return p.analysis_blocked("background analysis", &why),
+        }
+    }
     loop {
         let (weight, pods) = target(p, c, index);
         p.ensure_rs(
@@ -282,23 +302,36 @@ fn walk_steps(p: &mut Planner<'_>, c: &CanaryStrategy, current: &str, stable: &s
                 size_stable(p, c, stable, current);
                 true
             }
-            Some(CanaryStep::Analysis(a)) => {
+            Some(CanaryStep::Analysis(_)) => {
                 size_stable(p, c, stable, current);
                 if weight_reached(p, c, current, pods) {
                     p.set_weights(weight, false);
                 }
-                let names: Vec<&str> = a
-                    .templates
-                    .iter()
-                    .map(|t| t.template_name.as_str())
-                    .collect();
-                p.analysis_unavailable(&format!(
-                    "step {}/{} (analysis with {})",
-                    index + 1,
-                    total,
-                    names.join(", ")
-                ));
-                false
+                match analysis_gate::gate(p, Slot::Step(index)) {
+                    Gate::Passed => true,
+                    Gate::Waiting => {
+                        let msg = format!("Step {}/{}: analysis running", index + 1, total);
+                        p.set_phase(RolloutPhase::Progressing, msg);
+                        false
+                    }
+                    Gate::Failed(msg) => {
+                        p.status.current_step_index = Some(index);
+                        p.abort(reasons::ANALYSIS_RUN_FAILED, format!("Rollout aborted: {msg}"));
+                        return aborted(p, c, current, stable);
+                    }
+                    Gate::Inconclusive(msg) => {
+                        if analysis_gate::inconclusive(p, msg.clone()) {
+                            true
+                        } else {
+                            p.set_phase(RolloutPhase::Paused, format!("Paused at step {}/{}: {msg}; promote or abort", index + 1, total));
+                            false
+                        }
+                    }
+                    Gate::Blocked(why) => {
+                        p.analysis_blocked(&format!("step {}/{}", index + 1, total), &why);
+                        false
+                    }
+                }
             }
             None => true,
         };
@@ -360,6 +393,7 @@ fn promote(p: &mut Planner<'_>, c: &CanaryStrategy, current: &str, stable: &str)
         p.requeue_after(Duration::from_secs(5));
         return;
     }
+    analysis_gate::terminate(p, Slot::Background);
     p.pin(c.stable_service.as_deref(), current);
     p.set_weights(0, true);
     p.scale_down_others(&[current], secs(c.scale_down_delay_seconds()));
@@ -371,6 +405,10 @@ fn aborted(p: &mut Planner<'_>, c: &CanaryStrategy, current: &str, stable: &str)
     let replicas = p.ro.spec.replicas();
     p.ensure_rs(stable, replicas);
     p.set_weights(0, false);
+    analysis_gate::terminate(p, Slot::Background);
+    if let Some(i) = p.status.current_step_index {
+        analysis_gate::terminate(p, Slot::Step(i));
+    }
     if p.status.aborted_at.is_none() {
         p.status.aborted_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(p.now));
         p.progressing(

@@ -16,13 +16,20 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::analysis::runs;
+use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::api::conditions;
+use crate::api::rollout::{CanaryStep, RolloutAnalysis};
 use crate::api::rollout::{Rollout, RolloutPhase, RolloutStatus, RolloutStrategy};
 use crate::traffic::{self, Backends, TrafficRouter, Weights};
 
+use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::POD_TEMPLATE_HASH_LABEL;
 use super::plan::{self, Action, Observed, ServiceState, TrafficState, Transition};
 use super::replica_sets::{self, ROLLOUT_LABEL, SCALE_DOWN_AT_ANNOTATION};
+
+/// Label naming which analysis of a Rollout a run is (`step2`, `background`, ...).
+pub const ANALYSIS_LABEL: &str = "weir.io/analysis";
 
 /// The field manager of every write the Rollout controller makes.
 pub const FIELD_MANAGER: &str = "weir-rollout";
@@ -56,6 +63,7 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerE
 pub struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
+    analysis_runs: Store<AnalysisRun>,
     clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
@@ -76,14 +84,21 @@ pub async fn run(client: Client) {
     )
     .default_backoff()
     .touched_objects();
+    let run_api: Api<AnalysisRun> = Api::all(client.clone());
+    let (run_reader, run_writer) = reflector::store();
+    let run_stream = reflector::reflector(run_writer, watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL)))
+        .default_backoff()
+        .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
         replica_sets: reader,
+        analysis_runs: run_reader,
         clock: Box::new(jiff::Timestamp::now),
     });
     let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
     Controller::new_with(rollouts, watcher::Config::default(), rollout_resource())
         .owns_stream_with(rs_stream, ())
+        .owns_stream_with(run_stream, ())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -254,11 +269,83 @@ async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerErro
         }
         _ => TrafficState::Unrouted,
     };
-    Ok(Observed {
-        replica_sets,
-        services,
-        traffic,
-    })
+    let analysis_runs = ctx
+        .analysis_runs
+        .state()
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+        .map(|r| {
+            let status = r.status.clone().unwrap_or_default();
+            (r.name_any(), ObservedAnalysisRun { phase: status.phase, message: status.message, terminated: r.spec.terminate })
+        })
+        .collect();
+    let run_specs = prepare_runs(ctx, ro).await?;
+    Ok(Observed { replica_sets, services, traffic, analysis_runs, run_specs })
+}
+
+/// The analyses this Rollout may start: each needed slot's run spec, or why it cannot be made.
+async fn prepare_runs(ctx: &Context, ro: &Rollout) -> Result<BTreeMap<Slot, Result<AnalysisRunSpec, String>>, ControllerError> {
+    let mut wanted: Vec<(Slot, RolloutAnalysis)> = Vec::new();
+    let status = ro.status.clone().unwrap_or_default();
+    match &ro.spec.strategy {
+        RolloutStrategy::Canary(c) => {
+            let from = status.current_step_index.unwrap_or(0).max(0);
+            for (i, step) in c.steps.iter().enumerate() {
+                if let CanaryStep::Analysis(a) = step
+                    && i32::try_from(i).unwrap_or(i32::MAX) >= from
+                {
+                    wanted.push((Slot::Step(i32::try_from(i).unwrap_or(i32::MAX)), a.clone()));
+                }
+            }
+            if let Some(bg) = &c.analysis {
+                wanted.push((Slot::Background, bg.analysis.clone()));
+            }
+        }
+        RolloutStrategy::BlueGreen(b) => {
+            if let Some(a) = &b.pre_promotion_analysis {
+                wanted.push((Slot::PrePromotion, a.clone()));
+            }
+            if let Some(a) = &b.post_promotion_analysis {
+                wanted.push((Slot::PostPromotion, a.clone()));
+            }
+        }
+    }
+    let ns = ro.metadata.namespace.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (slot, analysis) in wanted {
+        let mut templates = Vec::new();
+        let mut missing = None;
+        for t in &analysis.templates {
+            let spec = if t.cluster_scope {
+                let api: Api<ClusterAnalysisTemplate> = Api::all(ctx.client.clone());
+                api.get_opt(&t.template_name)
+                    .await
+                    .map_err(api_err(format!("reading ClusterAnalysisTemplate {}", t.template_name)))?
+                    .map(|c| c.spec.template)
+            } else {
+                let api: Api<AnalysisTemplate> = Api::namespaced(ctx.client.clone(), &ns);
+                api.get_opt(&t.template_name)
+                    .await
+                    .map_err(api_err(format!("reading AnalysisTemplate {ns}/{}", t.template_name)))?
+                    .map(|t| t.spec)
+            };
+            match spec {
+                Some(s) => templates.push(s),
+                None => {
+                    let kind = if t.cluster_scope { "ClusterAnalysisTemplate" } else { "AnalysisTemplate" };
+                    missing = Some(format!("{kind} \"{}\" not found", t.template_name));
+                    break;
+                }
+            }
+        }
+        let spec = match missing {
+            Some(m) => Err(m),
+            None => runs::run_spec(ro, &analysis, &templates).map_err(|e| e.to_string()),
+        };
+        out.insert(slot, spec);
+    }
+    Ok(out)
 }
 
 async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), ControllerError> {
@@ -306,6 +393,31 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(api_err(format!("deleting ReplicaSet {ns}/{name}"))(e)),
+            }
+        }
+        Action::CreateAnalysisRun { name, slot, spec } => {
+            let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
+            let mut run = AnalysisRun::new(name, (**spec).clone());
+            run.metadata.namespace = Some(ns.clone());
+            run.metadata.labels = Some(BTreeMap::from([
+                (ROLLOUT_LABEL.to_string(), ro.metadata.name.clone().unwrap_or_default()),
+                (POD_TEMPLATE_HASH_LABEL.to_string(), super::pod_template_hash(&ro.spec.template)),
+                (ANALYSIS_LABEL.to_string(), slot.label()),
+            ]));
+            run.metadata.owner_references = ro.controller_owner_ref(&()).map(|r| vec![r]);
+            let post = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match api.create(&post, &run).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(api_err(format!("creating AnalysisRun {ns}/{name}"))(e)),
+            }
+        }
+        Action::TerminateAnalysisRun { name } => {
+            let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
+            match api.patch(name, &pp, &Patch::Merge(json!({"spec": {"terminate": true}}))).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api_err(format!("terminating AnalysisRun {ns}/{name}"))(e)),
             }
         }
         Action::SetWeights { canary, complete } => {

@@ -1,6 +1,7 @@
 //! The Rollout controller: a pure step machine ([`plan`]) for canary and blue-green, and a thin async
 //! layer ([`controller`]) that observes the cluster, executes the plan and writes status.
 
+pub mod analysis_gate;
 mod blue_green;
 mod canary;
 pub mod controller;

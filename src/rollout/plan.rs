@@ -14,7 +14,9 @@ use crate::api::rollout::{
     TrafficWeights,
 };
 
+use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::pod_template_hash;
+use crate::api::analysis::AnalysisRunSpec;
 use super::{blue_green, canary};
 
 /// A ReplicaSet of the Rollout, as observed.
@@ -57,7 +59,7 @@ pub enum TrafficState {
 }
 
 /// Everything the plan looks at besides the Rollout.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     /// The Rollout's ReplicaSets.
     pub replica_sets: Vec<ObservedReplicaSet>,
@@ -65,6 +67,16 @@ pub struct Observed {
     pub services: BTreeMap<String, ServiceState>,
     /// The traffic routers.
     pub traffic: TrafficState,
+    /// The Rollout's AnalysisRuns, by name.
+    pub analysis_runs: BTreeMap<String, ObservedAnalysisRun>,
+    /// The run spec each analysis of the Rollout would get now, or why it cannot be made.
+    pub run_specs: BTreeMap<Slot, Result<AnalysisRunSpec, String>>,
+}
+
+impl Default for TrafficState {
+    fn default() -> Self {
+        TrafficState::Unrouted
+    }
 }
 
 /// One change to make in the cluster.
@@ -96,6 +108,20 @@ pub enum Action {
     /// Delete an old ReplicaSet beyond the revision history limit.
     DeleteReplicaSet {
         /// The ReplicaSet.
+        name: String,
+    },
+    /// Create the AnalysisRun of a slot.
+    CreateAnalysisRun {
+        /// Its name.
+        name: String,
+        /// Which run.
+        slot: Slot,
+        /// Its spec.
+        spec: Box<AnalysisRunSpec>,
+    },
+    /// Ask a run to stop measuring.
+    TerminateAnalysisRun {
+        /// Its name.
         name: String,
     },
     /// Set the canary weight on every traffic router.
@@ -655,6 +681,11 @@ impl Planner<'_> {
         self.status.controller_pause = false;
         self.status.promote_full = false;
         self.status.step_started_at = None;
+        self.status.canary = None;
+        if let Some(bg) = self.status.blue_green.as_mut() {
+            bg.pre_promotion_analysis_run_status = None;
+            bg.post_promotion_analysis_run_status = None;
+        }
     }
 
     /// The release is over on `hash`: stable again, nothing pending.
@@ -710,12 +741,10 @@ impl Planner<'_> {
         ((i64::from(replicas) * i64::from(percent.clamp(0, 100)) + 99) / 100) as i32
     }
 
-    /// The AnalysisRun wiring arrives with the analysis controller; until then such a step waits.
-    pub fn analysis_unavailable(&mut self, what: &str) {
-        let message = format!(
-            "Waiting at {what}: analysis is not available in this version of weir; promote to skip it"
-        );
+    /// An analysis cannot run (missing template or argument): wait, paused, for the spec to be fixed.
+    pub fn analysis_blocked(&mut self, what: &str, why: &str) {
+        let message = format!("Waiting at {what}: {why}");
         self.set_phase(RolloutPhase::Paused, message);
-        self.requeue_after(Duration::from_secs(30));
+        self.requeue_after(Duration::from_secs(10));
     }
 }

@@ -73,6 +73,7 @@ fn observed(rss: Vec<ObservedReplicaSet>, weight: Option<i32>) -> Observed {
             ("canary".into(), pinned("v2")),
         ]),
         traffic: TrafficState::Weights(weight),
+        ..Default::default()
     }
 }
 
@@ -486,17 +487,52 @@ fn set_canary_scale_sizes_the_canary_apart_from_its_weight() {
 }
 
 #[test]
-fn analysis_steps_wait_with_a_message() {
-    let strategy = json!({"canary": {"steps": [{"analysis": {"templates": [{"templateName": "error-rate"}]}}]}});
-    let ro = rollout("v2", strategy, releasing(0, json!({})));
-    let obs = Observed {
+fn analysis_steps_create_a_run_and_follow_its_verdict() {
+    use super::analysis_gate::{ObservedAnalysisRun, Slot};
+    use crate::api::analysis::{AnalysisPhase, AnalysisRunSpec};
+    let strategy = json!({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "error-rate"}]}}, {"setWeight": 60}]}});
+    let spec: AnalysisRunSpec = serde_json::from_value(json!({"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]})).unwrap();
+    let base = |runs: Vec<(String, AnalysisPhase)>, specs: Result<AnalysisRunSpec, String>| Observed {
         replica_sets: vec![rs("v1", 4, 4), rs("v2", 1, 1)],
-        services: BTreeMap::new(),
-        traffic: TrafficState::Unrouted,
+        analysis_runs: runs.into_iter().map(|(n, phase)| (n, ObservedAnalysisRun { phase, message: Some("m: 0.07 failed".into()), terminated: false })).collect(),
+        run_specs: BTreeMap::from([(Slot::Step(1), specs)]),
+        ..Default::default()
     };
-    let p = plan(&ro, &obs, now());
-    assert_eq!(p.status.current_step_index, Some(0));
-    assert!(p.status.message.unwrap().contains("error-rate"));
+    // A missing template pauses with a message naming it; nothing is promoted.
+    let ro = rollout("v2", strategy.clone(), releasing(1, json!({})));
+    let p = plan(&ro, &base(vec![], Err("AnalysisTemplate \"error-rate\" not found".into())), now());
+    assert_eq!(p.status.current_step_index, Some(1));
+    assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Paused"));
+    assert!(p.status.message.as_deref().unwrap().contains("error-rate"), "{:?}", p.status.message);
+    // The run is created with a name that follows from the persisted status.
+    let p = plan(&ro, &base(vec![], Ok(spec.clone())), now());
+    let name = format!("web-{}-step1-0", hash("v2"));
+    let created_runs: Vec<&String> = p.actions.iter().filter_map(|a| match a { Action::CreateAnalysisRun { name, .. } => Some(name), _ => None }).collect();
+    assert_eq!(created_runs, vec![&name]);
+    assert_eq!(p.status.current_step_index, Some(1));
+    let created = serde_json::to_value(&p.status).unwrap();
+    // Running: wait. Successful: next step. Failed: abort, traffic to stable. Inconclusive: pause.
+    let verdicts = [
+        (AnalysisPhase::Running, 1, "Progressing", vec![]),
+        (AnalysisPhase::Successful, 2, "Progressing", vec!["RolloutStepCompleted"]),
+        (AnalysisPhase::Failed, 1, "Degraded", vec!["RolloutAborted", "TrafficWeightUpdated"]),
+        (AnalysisPhase::Error, 1, "Degraded", vec!["RolloutAborted", "TrafficWeightUpdated"]),
+        (AnalysisPhase::Inconclusive, 1, "Paused", vec!["RolloutPaused"]),
+    ];
+    for (phase, index, want_phase, events) in verdicts {
+        let ro = rollout("v2", strategy.clone(), created.clone());
+        let mut obs = base(vec![(name.clone(), phase)], Ok(spec.clone()));
+        obs.traffic = TrafficState::Weights(Some(20));
+        obs.services = BTreeMap::new();
+        let p = plan(&ro, &obs, now());
+        assert_eq!(p.status.current_step_index, Some(index), "{phase:?}");
+        assert_eq!(p.status.phase.map(|p| p.as_str()), Some(want_phase), "{phase:?}: {:?}", p.status.message);
+        assert_eq!(reasons(&p), events, "{phase:?}");
+        if matches!(phase, AnalysisPhase::Failed | AnalysisPhase::Error) {
+            assert!(p.status.abort);
+            assert!(p.status.message.unwrap().contains("m: 0.07 failed"));
+        }
+    }
 }
 
 #[test]
@@ -596,7 +632,7 @@ fn blue_green_previews_then_switches_active() {
     let obs = Observed {
         replica_sets: vec![rs("v1", 4, 4)],
         services: services("v1", "v1"),
-        traffic: TrafficState::Unrouted,
+        traffic: TrafficState::Unrouted, ..Default::default()
     };
     let p = plan(&ro, &obs, now());
     assert_eq!(
@@ -621,7 +657,7 @@ fn blue_green_previews_then_switches_active() {
     let obs = Observed {
         replica_sets: vec![rs("v1", 4, 4), rs("v2", 4, 4)],
         services: services("v1", "v2"),
-        traffic: TrafficState::Unrouted,
+        traffic: TrafficState::Unrouted, ..Default::default()
     };
     let p = plan(&ro, &obs, now());
     assert!(p.actions.is_empty());
