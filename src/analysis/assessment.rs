@@ -1382,13 +1382,15 @@ mod tests {
             m.consecutive_error_limit = Some(0);
             m
         };
-        let cases: Vec<(
-            &str,
+        // (case, metrics, measurements in order, run phase, text the run message contains)
+        type RunCase<'a> = (
+            &'a str,
             Vec<Metric>,
-            Vec<(&str, Observation)>,
+            Vec<(&'a str, Observation)>,
             AnalysisPhase,
-            &str,
-        )> = vec![
+            &'a str,
+        );
+        let cases: Vec<RunCase> = vec![
             ("nothing measured yet", vec![a(), b()], vec![], Pending, ""),
             (
                 "one Successful, one still measuring",
@@ -1551,6 +1553,20 @@ mod tests {
         );
         assess(&spec, &mut status, t(6));
         assert_eq!(status, verdict);
+
+        // A measurement of a metric the run does not have is dropped.
+        let mut status = AnalysisRunStatus::default();
+        record(
+            &spec,
+            &mut status,
+            "unknown",
+            Failed,
+            None,
+            None,
+            t(0),
+            t(1),
+        );
+        assert_eq!(status, AnalysisRunStatus::default());
     }
 
     #[test]

@@ -7,4 +7,3 @@ pub mod condition;
 pub mod providers;
 pub mod runs;
 pub mod value;
-

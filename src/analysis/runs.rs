@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::analysis::{AnalysisRunSpec, AnalysisTemplateSpec, Argument, DryRun, MeasurementRetention, Metric, MetricProvider};
-use crate::api::rollout::{PodTemplateHashValue, RolloutAnalysis, RolloutArgumentValueFrom};
 use crate::api::Rollout;
+use crate::api::analysis::{
+    AnalysisRunSpec, AnalysisTemplateSpec, Argument, DryRun, MeasurementRetention, Metric,
+    MetricProvider,
+};
+use crate::api::rollout::{PodTemplateHashValue, RolloutAnalysis, RolloutArgumentValueFrom};
 
 /// Why a run could not be made or measured.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -35,7 +38,11 @@ pub enum RunError {
 }
 
 /// The spec of the run for `analysis`, from its templates (in order) and the Rollout.
-pub fn run_spec(ro: &Rollout, analysis: &RolloutAnalysis, templates: &[AnalysisTemplateSpec]) -> Result<AnalysisRunSpec, RunError> {
+pub fn run_spec(
+    ro: &Rollout,
+    analysis: &RolloutAnalysis,
+    templates: &[AnalysisTemplateSpec],
+) -> Result<AnalysisRunSpec, RunError> {
     let mut metrics: Vec<Metric> = Vec::new();
     let mut args: BTreeMap<String, Argument> = BTreeMap::new();
     let mut dry_run: Vec<DryRun> = Vec::new();
@@ -56,10 +63,27 @@ pub fn run_spec(ro: &Rollout, analysis: &RolloutAnalysis, templates: &[AnalysisT
     for a in &analysis.args {
         let value = match (&a.value, &a.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => resolve_value_from(ro, from).map_err(|message| RunError::BadValueFrom { name: a.name.clone(), message })?,
-            (None, None) => return Err(RunError::BadValueFrom { name: a.name.clone(), message: "needs value or valueFrom".into() }),
+            (None, Some(from)) => {
+                resolve_value_from(ro, from).map_err(|message| RunError::BadValueFrom {
+                    name: a.name.clone(),
+                    message,
+                })?
+            }
+            (None, None) => {
+                return Err(RunError::BadValueFrom {
+                    name: a.name.clone(),
+                    message: "needs value or valueFrom".into(),
+                });
+            }
         };
-        args.insert(a.name.clone(), Argument { name: a.name.clone(), value: Some(value), value_from: None });
+        args.insert(
+            a.name.clone(),
+            Argument {
+                name: a.name.clone(),
+                value: Some(value),
+                value_from: None,
+            },
+        );
     }
     for a in args.values() {
         if a.value.is_none() && a.value_from.is_none() {
@@ -69,21 +93,30 @@ pub fn run_spec(ro: &Rollout, analysis: &RolloutAnalysis, templates: &[AnalysisT
     for m in &metrics {
         for arg in referenced_args(m) {
             if !args.contains_key(&arg) {
-                return Err(RunError::UnknownArgument { metric: m.name.clone(), arg });
+                return Err(RunError::UnknownArgument {
+                    metric: m.name.clone(),
+                    arg,
+                });
             }
         }
     }
     dry_run.extend(analysis.dry_run.iter().cloned());
     retention.extend(analysis.measurement_retention.iter().cloned());
-    Ok(AnalysisRunSpec { metrics, args: args.into_values().collect(), dry_run, measurement_retention: retention, terminate: false })
+    Ok(AnalysisRunSpec {
+        metrics,
+        args: args.into_values().collect(),
+        dry_run,
+        measurement_retention: retention,
+        terminate: false,
+    })
 }
 
 fn resolve_value_from(ro: &Rollout, from: &RolloutArgumentValueFrom) -> Result<String, String> {
     let status = ro.status.clone().unwrap_or_default();
     match from {
-        RolloutArgumentValueFrom::PodTemplateHashValue(PodTemplateHashValue::Stable) => {
-            status.stable_rs.ok_or_else(|| "the Rollout has no stable revision yet".into())
-        }
+        RolloutArgumentValueFrom::PodTemplateHashValue(PodTemplateHashValue::Stable) => status
+            .stable_rs
+            .ok_or_else(|| "the Rollout has no stable revision yet".into()),
         RolloutArgumentValueFrom::PodTemplateHashValue(PodTemplateHashValue::Latest) => {
             Ok(super::super::rollout::pod_template_hash(&ro.spec.template))
         }
@@ -99,16 +132,22 @@ fn field_ref(ro: &Rollout, path: &str) -> Result<String, String> {
     while !rest.is_empty() {
         let (part, tail) = match rest.find(['.', '[']) {
             Some(0) if rest.starts_with('[') => {
-                let end = rest.find(']').ok_or_else(|| format!("fieldPath {path:?}: unclosed ["))?;
+                let end = rest
+                    .find(']')
+                    .ok_or_else(|| format!("fieldPath {path:?}: unclosed ["))?;
                 let key = rest[1..end].trim_matches(['\'', '"']);
-                cur = cur.get(key).ok_or_else(|| format!("fieldPath {path:?}: {key} not found"))?;
+                cur = cur
+                    .get(key)
+                    .ok_or_else(|| format!("fieldPath {path:?}: {key} not found"))?;
                 rest = rest[end + 1..].trim_start_matches('.');
                 continue;
             }
             Some(i) => (&rest[..i], rest[i..].trim_start_matches('.')),
             None => (rest, ""),
         };
-        cur = cur.get(part).ok_or_else(|| format!("fieldPath {path:?}: {part} not found"))?;
+        cur = cur
+            .get(part)
+            .ok_or_else(|| format!("fieldPath {path:?}: {part} not found"))?;
         rest = tail;
     }
     match cur {
@@ -119,7 +158,12 @@ fn field_ref(ro: &Rollout, path: &str) -> Result<String, String> {
 }
 
 fn metric_strings(m: &Metric) -> Vec<&str> {
-    let mut out: Vec<&str> = m.success_condition.iter().chain(m.failure_condition.iter()).map(String::as_str).collect();
+    let mut out: Vec<&str> = m
+        .success_condition
+        .iter()
+        .chain(m.failure_condition.iter())
+        .map(String::as_str)
+        .collect();
     match &m.provider {
         MetricProvider::Prometheus(p) => {
             out.push(p.address.as_str());
@@ -186,8 +230,14 @@ fn substitute_str(s: &str, args: &BTreeMap<String, String>) -> String {
 /// The metric with `{{args.NAME}}` replaced by the resolved values.
 pub fn substitute(m: &Metric, args: &BTreeMap<String, String>) -> Metric {
     let mut m = m.clone();
-    m.success_condition = m.success_condition.as_deref().map(|c| substitute_str(c, args));
-    m.failure_condition = m.failure_condition.as_deref().map(|c| substitute_str(c, args));
+    m.success_condition = m
+        .success_condition
+        .as_deref()
+        .map(|c| substitute_str(c, args));
+    m.failure_condition = m
+        .failure_condition
+        .as_deref()
+        .map(|c| substitute_str(c, args));
     match &mut m.provider {
         MetricProvider::Prometheus(p) => {
             p.address = substitute_str(&p.address, args);
@@ -235,22 +285,39 @@ mod tests {
             "args": [{"name": "service", "valueFrom": {"fieldRef": {"fieldPath": "spec.strategy.canary.stableService"}}},
                      {"name": "hash", "valueFrom": {"podTemplateHashValue": "Stable"}}]})).unwrap();
         let spec = run_spec(&ro(), &analysis, &[template()]).unwrap();
-        let values: BTreeMap<String, String> = spec.args.iter().map(|a| (a.name.clone(), a.value.clone().unwrap())).collect();
+        let values: BTreeMap<String, String> = spec
+            .args
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone().unwrap()))
+            .collect();
         assert_eq!(values["service"], "web-stable");
         assert_eq!(values["hash"], "abc");
         let m = substitute(&spec.metrics[0], &values);
-        let MetricProvider::Prometheus(p) = &m.provider else { panic!() };
-        assert_eq!(p.query, "rate(errors{service=\"web-stable\",hash=\"abc\"}[1m])");
+        let MetricProvider::Prometheus(p) = &m.provider else {
+            panic!()
+        };
+        assert_eq!(
+            p.query,
+            "rate(errors{service=\"web-stable\",hash=\"abc\"}[1m])"
+        );
     }
 
     #[test]
     fn missing_and_unknown_arguments_are_errors() {
-        let analysis: RolloutAnalysis = serde_json::from_value(json!({"templates": [{"templateName": "t"}], "args": [{"name": "hash", "value": "x"}]})).unwrap();
-        assert_eq!(run_spec(&ro(), &analysis, &[template()]).unwrap_err(), RunError::MissingArgument("service".into()));
+        let analysis: RolloutAnalysis = serde_json::from_value(
+            json!({"templates": [{"templateName": "t"}], "args": [{"name": "hash", "value": "x"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            run_spec(&ro(), &analysis, &[template()]).unwrap_err(),
+            RunError::MissingArgument("service".into())
+        );
         let mut t = template();
         t.args.retain(|a| a.name != "hash");
         let analysis: RolloutAnalysis = serde_json::from_value(json!({"templates": [{"templateName": "t"}], "args": [{"name": "service", "value": "s"}]})).unwrap();
-        assert!(matches!(run_spec(&ro(), &analysis, &[t]).unwrap_err(), RunError::UnknownArgument { arg, .. } if arg == "hash"));
+        assert!(
+            matches!(run_spec(&ro(), &analysis, &[t]).unwrap_err(), RunError::UnknownArgument { arg, .. } if arg == "hash")
+        );
     }
 
     #[test]

@@ -59,22 +59,55 @@ pub enum Gate {
 
 fn slot_status<'a>(p: &'a mut Planner<'_>, slot: Slot) -> &'a mut Option<RolloutAnalysisRunStatus> {
     match slot {
-        Slot::Step(_) => &mut p.status.canary.get_or_insert_with(CanaryStatus::default).current_step_analysis_run_status,
-        Slot::Background => &mut p.status.canary.get_or_insert_with(CanaryStatus::default).current_background_analysis_run_status,
-        Slot::PrePromotion => &mut p.status.blue_green.get_or_insert_with(BlueGreenStatus::default).pre_promotion_analysis_run_status,
-        Slot::PostPromotion => &mut p.status.blue_green.get_or_insert_with(BlueGreenStatus::default).post_promotion_analysis_run_status,
+        Slot::Step(_) => {
+            &mut p
+                .status
+                .canary
+                .get_or_insert_with(CanaryStatus::default)
+                .current_step_analysis_run_status
+        }
+        Slot::Background => {
+            &mut p
+                .status
+                .canary
+                .get_or_insert_with(CanaryStatus::default)
+                .current_background_analysis_run_status
+        }
+        Slot::PrePromotion => {
+            &mut p
+                .status
+                .blue_green
+                .get_or_insert_with(BlueGreenStatus::default)
+                .pre_promotion_analysis_run_status
+        }
+        Slot::PostPromotion => {
+            &mut p
+                .status
+                .blue_green
+                .get_or_insert_with(BlueGreenStatus::default)
+                .post_promotion_analysis_run_status
+        }
     }
 }
 
 fn prefix(p: &Planner<'_>, slot: Slot) -> String {
-    let ro: String = p.ro.metadata.name.clone().unwrap_or_default().chars().take(180).collect();
+    let ro: String =
+        p.ro.metadata
+            .name
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(180)
+            .collect();
     format!("{ro}-{}-{}-", p.current, slot.label())
 }
 
 /// Drives the run of `slot`: creates it when missing, and reads its verdict.
 pub(crate) fn gate(p: &mut Planner<'_>, slot: Slot) -> Gate {
     let prefix = prefix(p, slot);
-    let recorded = slot_status(p, slot).clone().filter(|r| r.name.starts_with(&prefix));
+    let recorded = slot_status(p, slot)
+        .clone()
+        .filter(|r| r.name.starts_with(&prefix));
     match recorded {
         Some(r) => {
             let Some(run) = p.observed.analysis_runs.get(&r.name).cloned() else {
@@ -82,8 +115,17 @@ pub(crate) fn gate(p: &mut Planner<'_>, slot: Slot) -> Gate {
                 p.requeue_after(std::time::Duration::from_secs(1));
                 return Gate::Waiting;
             };
-            *slot_status(p, slot) = Some(RolloutAnalysisRunStatus { name: r.name.clone(), status: run.phase, message: run.message.clone() });
-            let message = format!("AnalysisRun {} {}: {}", r.name, run.phase.as_str(), run.message.clone().unwrap_or_default());
+            *slot_status(p, slot) = Some(RolloutAnalysisRunStatus {
+                name: r.name.clone(),
+                status: run.phase,
+                message: run.message.clone(),
+            });
+            let message = format!(
+                "AnalysisRun {} {}: {}",
+                r.name,
+                run.phase.as_str(),
+                run.message.clone().unwrap_or_default()
+            );
             match run.phase {
                 AnalysisPhase::Successful => Gate::Passed,
                 AnalysisPhase::Failed | AnalysisPhase::Error => Gate::Failed(message),
@@ -95,8 +137,16 @@ pub(crate) fn gate(p: &mut Planner<'_>, slot: Slot) -> Gate {
             Some(Ok(spec)) => {
                 let persisted = p.ro.status.as_ref().map_or(0, |s| s.recorded_events);
                 let name = format!("{prefix}{persisted}");
-                p.actions.push(Action::CreateAnalysisRun { name: name.clone(), slot, spec: Box::new(spec) });
-                *slot_status(p, slot) = Some(RolloutAnalysisRunStatus { name, status: AnalysisPhase::Pending, message: None });
+                p.actions.push(Action::CreateAnalysisRun {
+                    name: name.clone(),
+                    slot,
+                    spec: Box::new(spec),
+                });
+                *slot_status(p, slot) = Some(RolloutAnalysisRunStatus {
+                    name,
+                    status: AnalysisPhase::Pending,
+                    message: None,
+                });
                 p.requeue_after(std::time::Duration::from_secs(1));
                 Gate::Waiting
             }
@@ -113,7 +163,10 @@ pub(crate) fn inconclusive(p: &mut Planner<'_>, message: String) -> bool {
     }
     if p.status.controller_pause {
         p.status.controller_pause = false;
-        p.event(events::PROMOTED, "Rollout promoted past an inconclusive analysis");
+        p.event(
+            events::PROMOTED,
+            "Rollout promoted past an inconclusive analysis",
+        );
         return true;
     }
     p.add_pause(PauseReason::InconclusiveAnalysisRun);
@@ -125,15 +178,23 @@ pub(crate) fn inconclusive(p: &mut Planner<'_>, message: String) -> bool {
 /// aborted release).
 pub(crate) fn terminate(p: &mut Planner<'_>, slot: Slot) {
     let prefix = prefix(p, slot);
-    let Some(r) = slot_status(p, slot).clone().filter(|r| r.name.starts_with(&prefix)) else {
+    let Some(r) = slot_status(p, slot)
+        .clone()
+        .filter(|r| r.name.starts_with(&prefix))
+    else {
         return;
     };
     if let Some(run) = p.observed.analysis_runs.get(&r.name)
         && !run.phase.is_completed()
         && !run.terminated
-        && !p.actions.iter().any(|a| matches!(a, Action::TerminateAnalysisRun { name } if *name == r.name))
+        && !p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::TerminateAnalysisRun { name } if *name == r.name))
     {
-        p.actions.push(Action::TerminateAnalysisRun { name: r.name.clone() });
+        p.actions.push(Action::TerminateAnalysisRun {
+            name: r.name.clone(),
+        });
     }
 }
 

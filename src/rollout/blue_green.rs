@@ -32,10 +32,17 @@ pub(crate) fn plan(p: &mut Planner<'_>, b: &BlueGreenStrategy) {
         }
     };
 
-    let previous = p.ro.status.as_ref().and_then(|s| s.current_pod_hash.clone());
+    let previous =
+        p.ro.status
+            .as_ref()
+            .and_then(|s| s.current_pod_hash.clone());
     if previous.as_deref() != Some(current.as_str()) {
         p.start_release();
-        p.progressing(true, reasons::NEW_REPLICA_SET_CREATED, format!("Releasing revision {current} behind the preview Service"));
+        p.progressing(
+            true,
+            reasons::NEW_REPLICA_SET_CREATED,
+            format!("Releasing revision {current} behind the preview Service"),
+        );
     }
     p.completed(false);
     p.take_retry();
@@ -48,15 +55,25 @@ pub(crate) fn plan(p: &mut Planner<'_>, b: &BlueGreenStrategy) {
         analysis_gate::terminate(p, Slot::PostPromotion);
         if p.status.aborted_at.is_none() {
             p.status.aborted_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(p.now));
-            p.progressing(false, reasons::ROLLOUT_ABORTED, "Rollout aborted: the active Service stays on the stable revision");
-            p.warn(events::ABORTED, format!("Rollout aborted: active Service back on stable revision {stable}"));
+            p.progressing(
+                false,
+                reasons::ROLLOUT_ABORTED,
+                "Rollout aborted: the active Service stays on the stable revision",
+            );
+            p.warn(
+                events::ABORTED,
+                format!("Rollout aborted: active Service back on stable revision {stable}"),
+            );
         }
         p.status.pause_conditions.clear();
         p.status.controller_pause = false;
         p.status.current_step_index = None;
         p.scale_down_after(&current, secs(b.abort_scale_down_delay_seconds()));
         selectors(p, &stable, preview.map(|_| current.as_str()));
-        p.set_phase(RolloutPhase::Degraded, "Rollout aborted: the active Service stays on the stable revision");
+        p.set_phase(
+            RolloutPhase::Degraded,
+            "Rollout aborted: the active Service stays on the stable revision",
+        );
         return;
     }
     // Stage 2: switched, waiting for post-promotion analysis before the new revision counts as stable.
@@ -86,7 +103,13 @@ pub(crate) fn plan(p: &mut Planner<'_>, b: &BlueGreenStrategy) {
                 p.abort(reasons::PROGRESS_DEADLINE_EXCEEDED, format!("ProgressDeadlineExceeded: the preview did not get {preview_count} ready pods within {}s", p.ro.spec.progress_deadline_seconds()));
                 return;
             }
-            p.set_phase(RolloutPhase::Progressing, format!("Preview: waiting for {preview_count} pods of revision {current} ({} ready)", p.ready(&current)));
+            p.set_phase(
+                RolloutPhase::Progressing,
+                format!(
+                    "Preview: waiting for {preview_count} pods of revision {current} ({} ready)",
+                    p.ready(&current)
+                ),
+            );
             p.requeue_after(Duration::from_secs(5));
             return;
         }
@@ -95,16 +118,25 @@ pub(crate) fn plan(p: &mut Planner<'_>, b: &BlueGreenStrategy) {
             match analysis_gate::gate(p, Slot::PrePromotion) {
                 Gate::Passed => {}
                 Gate::Waiting => {
-                    p.set_phase(RolloutPhase::Progressing, "Preview ready: pre-promotion analysis running");
+                    p.set_phase(
+                        RolloutPhase::Progressing,
+                        "Preview ready: pre-promotion analysis running",
+                    );
                     return;
                 }
                 Gate::Failed(msg) => {
-                    p.abort(reasons::ANALYSIS_RUN_FAILED, format!("Rollout aborted: {msg}"));
+                    p.abort(
+                        reasons::ANALYSIS_RUN_FAILED,
+                        format!("Rollout aborted: {msg}"),
+                    );
                     return;
                 }
                 Gate::Inconclusive(msg) => {
                     if !analysis_gate::inconclusive(p, msg.clone()) {
-                        p.set_phase(RolloutPhase::Paused, format!("Paused: pre-promotion {msg}; promote or abort"));
+                        p.set_phase(
+                            RolloutPhase::Paused,
+                            format!("Paused: pre-promotion {msg}; promote or abort"),
+                        );
                         return;
                     }
                 }
@@ -124,13 +156,21 @@ pub(crate) fn plan(p: &mut Planner<'_>, b: &BlueGreenStrategy) {
             p.abort(reasons::PROGRESS_DEADLINE_EXCEEDED, format!("ProgressDeadlineExceeded: revision {current} did not get {replicas} ready pods within {}s", p.ro.spec.progress_deadline_seconds()));
             return;
         }
-        p.set_phase(RolloutPhase::Progressing, format!("Promoting: waiting for {replicas} pods of revision {current} ({} ready)", p.ready(&current)));
+        p.set_phase(
+            RolloutPhase::Progressing,
+            format!(
+                "Promoting: waiting for {replicas} pods of revision {current} ({} ready)",
+                p.ready(&current)
+            ),
+        );
         p.requeue_after(Duration::from_secs(5));
         return;
     }
     // The switch: the active Service moves only when every new pod is ready. It replaces the pin to
     // stable planned above, so the Service is written once.
-    p.actions.retain(|a| !matches!(a, super::plan::Action::PinService { service, .. } if service == active));
+    p.actions.retain(
+        |a| !matches!(a, super::plan::Action::PinService { service, .. } if service == active),
+    );
     p.pin(Some(active), &current);
     selectors(p, &current, preview.map(|_| current.as_str()));
     p.status.step_started_at = None;
@@ -148,11 +188,21 @@ fn post_promotion(p: &mut Planner<'_>, b: &BlueGreenStrategy, current: &str) {
     match analysis_gate::gate(p, Slot::PostPromotion) {
         Gate::Passed => {
             p.status.current_step_index = None;
-            p.settle_when_ready(current, p.ro.spec.replicas(), secs(b.scale_down_delay_seconds()));
+            p.settle_when_ready(
+                current,
+                p.ro.spec.replicas(),
+                secs(b.scale_down_delay_seconds()),
+            );
         }
-        Gate::Waiting => p.set_phase(RolloutPhase::Progressing, "Switched: post-promotion analysis running"),
+        Gate::Waiting => p.set_phase(
+            RolloutPhase::Progressing,
+            "Switched: post-promotion analysis running",
+        ),
         Gate::Failed(msg) => {
-            p.abort(reasons::ANALYSIS_RUN_FAILED, format!("Rollout aborted: {msg}"));
+            p.abort(
+                reasons::ANALYSIS_RUN_FAILED,
+                format!("Rollout aborted: {msg}"),
+            );
             let active = b.active_service.clone();
             if let Some(stable) = p.status.stable_rs.clone() {
                 p.actions.retain(|a| !matches!(a, super::plan::Action::PinService { service, .. } if *service == active));
@@ -163,9 +213,16 @@ fn post_promotion(p: &mut Planner<'_>, b: &BlueGreenStrategy, current: &str) {
         Gate::Inconclusive(msg) => {
             if analysis_gate::inconclusive(p, msg.clone()) {
                 p.status.current_step_index = None;
-                p.settle_when_ready(current, p.ro.spec.replicas(), secs(b.scale_down_delay_seconds()));
+                p.settle_when_ready(
+                    current,
+                    p.ro.spec.replicas(),
+                    secs(b.scale_down_delay_seconds()),
+                );
             } else {
-                p.set_phase(RolloutPhase::Paused, format!("Paused: post-promotion {msg}; promote or abort"));
+                p.set_phase(
+                    RolloutPhase::Paused,
+                    format!("Paused: post-promotion {msg}; promote or abort"),
+                );
             }
         }
         Gate::Blocked(why) => p.analysis_blocked("post-promotion analysis", &why),

@@ -174,12 +174,18 @@ fn walk_steps(p: &mut Planner<'_>, c: &CanaryStrategy, current: &str, stable: &s
         match analysis_gate::gate(p, Slot::Background) {
             Gate::Passed | Gate::Waiting => {}
             Gate::Failed(msg) => {
-                p.abort(reasons::ANALYSIS_RUN_FAILED, format!("Rollout aborted: {msg}"));
+                p.abort(
+                    reasons::ANALYSIS_RUN_FAILED,
+                    format!("Rollout aborted: {msg}"),
+                );
                 return aborted(p, c, current, stable);
             }
             Gate::Inconclusive(msg) => {
                 if !analysis_gate::inconclusive(p, msg.clone()) {
-                    p.set_phase(RolloutPhase::Paused, format!("Paused: background {msg}; promote or abort"));
+                    p.set_phase(
+                        RolloutPhase::Paused,
+                        format!("Paused: background {msg}; promote or abort"),
+                    );
                     return;
                 }
             }
@@ -316,14 +322,24 @@ fn walk_steps(p: &mut Planner<'_>, c: &CanaryStrategy, current: &str, stable: &s
                     }
                     Gate::Failed(msg) => {
                         p.status.current_step_index = Some(index);
-                        p.abort(reasons::ANALYSIS_RUN_FAILED, format!("Rollout aborted: {msg}"));
+                        p.abort(
+                            reasons::ANALYSIS_RUN_FAILED,
+                            format!("Rollout aborted: {msg}"),
+                        );
                         return aborted(p, c, current, stable);
                     }
                     Gate::Inconclusive(msg) => {
                         if analysis_gate::inconclusive(p, msg.clone()) {
                             true
                         } else {
-                            p.set_phase(RolloutPhase::Paused, format!("Paused at step {}/{}: {msg}; promote or abort", index + 1, total));
+                            p.set_phase(
+                                RolloutPhase::Paused,
+                                format!(
+                                    "Paused at step {}/{}: {msg}; promote or abort",
+                                    index + 1,
+                                    total
+                                ),
+                            );
                             false
                         }
                     }

@@ -17,7 +17,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::analysis::runs;
-use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::api::analysis::{
+    AnalysisRun, AnalysisRunSpec, AnalysisTemplate, ClusterAnalysisTemplate,
+};
 use crate::api::conditions;
 use crate::api::rollout::{CanaryStep, RolloutAnalysis};
 use crate::api::rollout::{Rollout, RolloutPhase, RolloutStatus, RolloutStrategy};
@@ -86,9 +88,12 @@ pub async fn run(client: Client) {
     .touched_objects();
     let run_api: Api<AnalysisRun> = Api::all(client.clone());
     let (run_reader, run_writer) = reflector::store();
-    let run_stream = reflector::reflector(run_writer, watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL)))
-        .default_backoff()
-        .touched_objects();
+    let run_stream = reflector::reflector(
+        run_writer,
+        watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+    )
+    .default_backoff()
+    .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
         replica_sets: reader,
@@ -117,7 +122,18 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-    let value = serde_json::to_value(&*obj).map_err(ControllerError::Decode)?;
+    // The watch cache may lag our own last status write; planning from a stale status would record
+    // transitions twice. Read the Rollout fresh (the object from the cache only names it).
+    let dyn_api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &ns, &rollout_resource());
+    let Some(fresh) = dyn_api
+        .get_opt(&name)
+        .await
+        .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let value = serde_json::to_value(&fresh).map_err(ControllerError::Decode)?;
     let ro: Rollout = match serde_json::from_value(value) {
         Ok(ro) => ro,
         Err(e) => return invalid_object(&ctx, &ns, &name, &e.to_string()).await,
@@ -277,15 +293,31 @@ async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerErro
         .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
         .map(|r| {
             let status = r.status.clone().unwrap_or_default();
-            (r.name_any(), ObservedAnalysisRun { phase: status.phase, message: status.message, terminated: r.spec.terminate })
+            (
+                r.name_any(),
+                ObservedAnalysisRun {
+                    phase: status.phase,
+                    message: status.message,
+                    terminated: r.spec.terminate,
+                },
+            )
         })
         .collect();
     let run_specs = prepare_runs(ctx, ro).await?;
-    Ok(Observed { replica_sets, services, traffic, analysis_runs, run_specs })
+    Ok(Observed {
+        replica_sets,
+        services,
+        traffic,
+        analysis_runs,
+        run_specs,
+    })
 }
 
 /// The analyses this Rollout may start: each needed slot's run spec, or why it cannot be made.
-async fn prepare_runs(ctx: &Context, ro: &Rollout) -> Result<BTreeMap<Slot, Result<AnalysisRunSpec, String>>, ControllerError> {
+async fn prepare_runs(
+    ctx: &Context,
+    ro: &Rollout,
+) -> Result<BTreeMap<Slot, Result<AnalysisRunSpec, String>>, ControllerError> {
     let mut wanted: Vec<(Slot, RolloutAnalysis)> = Vec::new();
     let status = ro.status.clone().unwrap_or_default();
     match &ro.spec.strategy {
@@ -321,19 +353,29 @@ async fn prepare_runs(ctx: &Context, ro: &Rollout) -> Result<BTreeMap<Slot, Resu
                 let api: Api<ClusterAnalysisTemplate> = Api::all(ctx.client.clone());
                 api.get_opt(&t.template_name)
                     .await
-                    .map_err(api_err(format!("reading ClusterAnalysisTemplate {}", t.template_name)))?
+                    .map_err(api_err(format!(
+                        "reading ClusterAnalysisTemplate {}",
+                        t.template_name
+                    )))?
                     .map(|c| c.spec.template)
             } else {
                 let api: Api<AnalysisTemplate> = Api::namespaced(ctx.client.clone(), &ns);
                 api.get_opt(&t.template_name)
                     .await
-                    .map_err(api_err(format!("reading AnalysisTemplate {ns}/{}", t.template_name)))?
+                    .map_err(api_err(format!(
+                        "reading AnalysisTemplate {ns}/{}",
+                        t.template_name
+                    )))?
                     .map(|t| t.spec)
             };
             match spec {
                 Some(s) => templates.push(s),
                 None => {
-                    let kind = if t.cluster_scope { "ClusterAnalysisTemplate" } else { "AnalysisTemplate" };
+                    let kind = if t.cluster_scope {
+                        "ClusterAnalysisTemplate"
+                    } else {
+                        "AnalysisTemplate"
+                    };
                     missing = Some(format!("{kind} \"{}\" not found", t.template_name));
                     break;
                 }
@@ -400,12 +442,21 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
             let mut run = AnalysisRun::new(name, (**spec).clone());
             run.metadata.namespace = Some(ns.clone());
             run.metadata.labels = Some(BTreeMap::from([
-                (ROLLOUT_LABEL.to_string(), ro.metadata.name.clone().unwrap_or_default()),
-                (POD_TEMPLATE_HASH_LABEL.to_string(), super::pod_template_hash(&ro.spec.template)),
+                (
+                    ROLLOUT_LABEL.to_string(),
+                    ro.metadata.name.clone().unwrap_or_default(),
+                ),
+                (
+                    POD_TEMPLATE_HASH_LABEL.to_string(),
+                    super::pod_template_hash(&ro.spec.template),
+                ),
                 (ANALYSIS_LABEL.to_string(), slot.label()),
             ]));
             run.metadata.owner_references = ro.controller_owner_ref(&()).map(|r| vec![r]);
-            let post = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            let post = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
             match api.create(&post, &run).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -414,7 +465,14 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
         }
         Action::TerminateAnalysisRun { name } => {
             let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
-            match api.patch(name, &pp, &Patch::Merge(json!({"spec": {"terminate": true}}))).await {
+            match api
+                .patch(
+                    name,
+                    &pp,
+                    &Patch::Merge(json!({"spec": {"terminate": true}})),
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(api_err(format!("terminating AnalysisRun {ns}/{name}"))(e)),

@@ -16,8 +16,8 @@ use crate::api::rollout::{
 
 use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::pod_template_hash;
-use crate::api::analysis::AnalysisRunSpec;
 use super::{blue_green, canary};
+use crate::api::analysis::AnalysisRunSpec;
 
 /// A ReplicaSet of the Rollout, as observed.
 #[derive(Debug, Clone, PartialEq)]

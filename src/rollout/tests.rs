@@ -491,33 +491,87 @@ fn analysis_steps_create_a_run_and_follow_its_verdict() {
     use super::analysis_gate::{ObservedAnalysisRun, Slot};
     use crate::api::analysis::{AnalysisPhase, AnalysisRunSpec};
     let strategy = json!({"canary": {"steps": [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "error-rate"}]}}, {"setWeight": 60}]}});
-    let spec: AnalysisRunSpec = serde_json::from_value(json!({"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]})).unwrap();
-    let base = |runs: Vec<(String, AnalysisPhase)>, specs: Result<AnalysisRunSpec, String>| Observed {
-        replica_sets: vec![rs("v1", 4, 4), rs("v2", 1, 1)],
-        analysis_runs: runs.into_iter().map(|(n, phase)| (n, ObservedAnalysisRun { phase, message: Some("m: 0.07 failed".into()), terminated: false })).collect(),
-        run_specs: BTreeMap::from([(Slot::Step(1), specs)]),
-        ..Default::default()
-    };
+    let spec: AnalysisRunSpec = serde_json::from_value(
+        json!({"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]}),
+    )
+    .unwrap();
+    let base =
+        |runs: Vec<(String, AnalysisPhase)>, specs: Result<AnalysisRunSpec, String>| Observed {
+            replica_sets: vec![rs("v1", 4, 4), rs("v2", 1, 1)],
+            analysis_runs: runs
+                .into_iter()
+                .map(|(n, phase)| {
+                    (
+                        n,
+                        ObservedAnalysisRun {
+                            phase,
+                            message: Some("m: 0.07 failed".into()),
+                            terminated: false,
+                        },
+                    )
+                })
+                .collect(),
+            run_specs: BTreeMap::from([(Slot::Step(1), specs)]),
+            ..Default::default()
+        };
     // A missing template pauses with a message naming it; nothing is promoted.
     let ro = rollout("v2", strategy.clone(), releasing(1, json!({})));
-    let p = plan(&ro, &base(vec![], Err("AnalysisTemplate \"error-rate\" not found".into())), now());
+    let p = plan(
+        &ro,
+        &base(
+            vec![],
+            Err("AnalysisTemplate \"error-rate\" not found".into()),
+        ),
+        now(),
+    );
     assert_eq!(p.status.current_step_index, Some(1));
     assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Paused"));
-    assert!(p.status.message.as_deref().unwrap().contains("error-rate"), "{:?}", p.status.message);
+    assert!(
+        p.status.message.as_deref().unwrap().contains("error-rate"),
+        "{:?}",
+        p.status.message
+    );
     // The run is created with a name that follows from the persisted status.
     let p = plan(&ro, &base(vec![], Ok(spec.clone())), now());
     let name = format!("web-{}-step1-0", hash("v2"));
-    let created_runs: Vec<&String> = p.actions.iter().filter_map(|a| match a { Action::CreateAnalysisRun { name, .. } => Some(name), _ => None }).collect();
+    let created_runs: Vec<&String> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateAnalysisRun { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect();
     assert_eq!(created_runs, vec![&name]);
     assert_eq!(p.status.current_step_index, Some(1));
     let created = serde_json::to_value(&p.status).unwrap();
     // Running: wait. Successful: next step. Failed: abort, traffic to stable. Inconclusive: pause.
     let verdicts = [
         (AnalysisPhase::Running, 1, "Progressing", vec![]),
-        (AnalysisPhase::Successful, 2, "Progressing", vec!["RolloutStepCompleted"]),
-        (AnalysisPhase::Failed, 1, "Degraded", vec!["RolloutAborted", "TrafficWeightUpdated"]),
-        (AnalysisPhase::Error, 1, "Degraded", vec!["RolloutAborted", "TrafficWeightUpdated"]),
-        (AnalysisPhase::Inconclusive, 1, "Paused", vec!["RolloutPaused"]),
+        (
+            AnalysisPhase::Successful,
+            2,
+            "Progressing",
+            vec!["RolloutStepCompleted"],
+        ),
+        (
+            AnalysisPhase::Failed,
+            1,
+            "Degraded",
+            vec!["RolloutAborted", "TrafficWeightUpdated"],
+        ),
+        (
+            AnalysisPhase::Error,
+            1,
+            "Degraded",
+            vec!["RolloutAborted", "TrafficWeightUpdated"],
+        ),
+        (
+            AnalysisPhase::Inconclusive,
+            1,
+            "Paused",
+            vec!["RolloutPaused"],
+        ),
     ];
     for (phase, index, want_phase, events) in verdicts {
         let ro = rollout("v2", strategy.clone(), created.clone());
@@ -526,7 +580,12 @@ fn analysis_steps_create_a_run_and_follow_its_verdict() {
         obs.services = BTreeMap::new();
         let p = plan(&ro, &obs, now());
         assert_eq!(p.status.current_step_index, Some(index), "{phase:?}");
-        assert_eq!(p.status.phase.map(|p| p.as_str()), Some(want_phase), "{phase:?}: {:?}", p.status.message);
+        assert_eq!(
+            p.status.phase.map(|p| p.as_str()),
+            Some(want_phase),
+            "{phase:?}: {:?}",
+            p.status.message
+        );
         assert_eq!(reasons(&p), events, "{phase:?}");
         if matches!(phase, AnalysisPhase::Failed | AnalysisPhase::Error) {
             assert!(p.status.abort);
@@ -632,7 +691,8 @@ fn blue_green_previews_then_switches_active() {
     let obs = Observed {
         replica_sets: vec![rs("v1", 4, 4)],
         services: services("v1", "v1"),
-        traffic: TrafficState::Unrouted, ..Default::default()
+        traffic: TrafficState::Unrouted,
+        ..Default::default()
     };
     let p = plan(&ro, &obs, now());
     assert_eq!(
@@ -657,7 +717,8 @@ fn blue_green_previews_then_switches_active() {
     let obs = Observed {
         replica_sets: vec![rs("v1", 4, 4), rs("v2", 4, 4)],
         services: services("v1", "v2"),
-        traffic: TrafficState::Unrouted, ..Default::default()
+        traffic: TrafficState::Unrouted,
+        ..Default::default()
     };
     let p = plan(&ro, &obs, now());
     assert!(p.actions.is_empty());
