@@ -83,6 +83,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // kube and reqwest share rustls; with no process-wide provider, building a client panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -184,9 +186,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API")?;
     println!("connected to Kubernetes {}", version.git_version);
-    println!("controllers: rollout; press Ctrl-C to stop");
+    println!("controllers: rollout, analysis; press Ctrl-C to stop");
     tokio::select! {
-        _ = weir::rollout::controller::run(client) => {}
+        _ = weir::rollout::controller::run(client.clone()) => {}
+        _ = weir::analysis::controller::run(client) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, StreamExt};
+use futures::AsyncBufReadExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::{Cluster, wait_for};
@@ -206,7 +206,7 @@ impl Filter {
 /// also matches the sentinels (labelled `shard=end,tier=end`).
 fn watch_filters() -> Vec<Filter> {
     let mut out = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..20 {
         out.push(Filter {
             ns: None,
             selector: None,
@@ -218,7 +218,7 @@ fn watch_filters() -> Vec<Filter> {
             selector: None,
         });
     }
-    for i in 0..200 {
+    for i in 0..120 {
         let k = (i % 10).to_string();
         out.push(Filter {
             ns: None,
@@ -228,7 +228,7 @@ fn watch_filters() -> Vec<Filter> {
             )),
         });
     }
-    for _ in 0..60 {
+    for _ in 0..20 {
         out.push(Filter {
             ns: None,
             selector: Some((
@@ -237,8 +237,8 @@ fn watch_filters() -> Vec<Filter> {
             )),
         });
     }
-    for i in 0..60 {
-        let t = tier(i % 4);
+    for i in 0..200 {
+        let t = tier(i / NAMESPACES);
         out.push(Filter {
             ns: Some(ns_name(i % NAMESPACES)),
             selector: Some((
@@ -388,19 +388,28 @@ async fn watch(http: Arc<Http>, filter: Filter, rv: u64) -> (Filter, Vec<Seen>) 
         .uri(filter.path(rv))
         .body(Vec::new())
         .unwrap();
-    let stream = http.client.request_stream(req).await.expect("open watch");
-    let mut lines = stream.lines();
+    let mut stream = http.client.request_stream(req).await.expect("open watch");
     let mut seen = Vec::new();
     let mut sentinels = 0;
-    while let Some(line) = lines.next().await {
-        let line = line.expect("watch stream");
-        let parsed: WatchLine =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad watch line {line:?}: {e}"));
-        let m = parsed.object.metadata;
+    let mut line = Vec::new();
+    while sentinels < filter.sentinels_in_scope() {
+        line.clear();
+        if stream
+            .read_until(b'\n', &mut line)
+            .await
+            .expect("watch stream")
+            == 0
+        {
+            break;
+        }
+        let parsed: WatchLine = serde_json::from_slice(&line)
+            .unwrap_or_else(|e| panic!("bad watch line {:?}: {e}", String::from_utf8_lossy(&line)));
         assert!(
             matches!(parsed.kind.as_str(), "ADDED" | "MODIFIED" | "DELETED"),
-            "unexpected watch event for {filter:?}: {line}"
+            "unexpected watch event for {filter:?}: {}",
+            String::from_utf8_lossy(&line)
         );
+        let m = parsed.object.metadata;
         if m.name == SENTINEL {
             sentinels += 1;
         }
@@ -410,9 +419,6 @@ async fn watch(http: Arc<Http>, filter: Filter, rv: u64) -> (Filter, Vec<Seen>) 
             name: m.name,
             rv: m.resource_version.parse().unwrap_or(0),
         });
-        if sentinels == filter.sentinels_in_scope() {
-            break;
-        }
     }
     (filter, seen)
 }

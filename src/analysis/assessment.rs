@@ -225,6 +225,8 @@ pub fn due(spec: &AnalysisRunSpec, status: &AnalysisRunStatus, now: Timestamp) -
 /// not in the spec, for a metric that is already complete, or for a completed run is dropped:
 /// a verdict never changes. A measurement recorded as Pending or Running is stored as an Error,
 /// since a measurement that did not complete cannot decide anything.
+// Each argument is one field of the measurement being recorded, passed straight from the
+// provider's answer; grouping them would only move the same eight values into a struct.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     spec: &AnalysisRunSpec,

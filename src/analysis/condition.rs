@@ -1,7 +1,7 @@
 //! `successCondition` and `failureCondition`: CEL expressions over a measurement's `result`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use cel::common::value::Val;
 use cel::objects::{Key, Map};
@@ -11,6 +11,10 @@ use super::value::MetricValue;
 
 /// The name under which a condition sees the measured value.
 pub const RESULT_VARIABLE: &str = "result";
+
+/// CEL's standard environment, built once: building it costs far more than compiling and
+/// evaluating a condition, and conditions are compiled on every assessment.
+static STANDARD_ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
 /// A compiled condition, ready to be evaluated against measurements.
 pub struct Condition {
@@ -62,7 +66,7 @@ pub enum ConditionError {
 impl Condition {
     /// Parses a CEL expression. Parse errors name the expression.
     pub fn compile(expr: &str) -> Result<Condition, ConditionError> {
-        let env = Arc::new(Env::stdlib());
+        let env = Arc::clone(&STANDARD_ENV);
         let program = env.compile(expr).map_err(|errors| ConditionError::Parse {
             expr: expr.to_owned(),
             message: errors
@@ -230,6 +234,12 @@ mod tests {
                 "{expr} with {value}"
             );
         }
+    }
+
+    #[test]
+    fn a_compiled_condition_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Condition>();
     }
 
     #[test]

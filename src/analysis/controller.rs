@@ -42,18 +42,29 @@ struct Context {
 /// Runs the AnalysisRun controller.
 pub async fn run(client: Client) {
     let api: Api<AnalysisRun> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client, clock: Box::new(jiff::Timestamp::now) });
+    let ctx = Arc::new(Context {
+        client,
+        clock: Box::new(jiff::Timestamp::now),
+    });
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, |_, err, _| {
-            tracing::warn!(error = %err, "analysis reconcile failed; retrying");
-            Requeue::requeue(Duration::from_secs(1))
-        }, ctx)
+        .run(
+            reconcile,
+            |_, err, _| {
+                tracing::warn!(error = %err, "analysis reconcile failed; retrying");
+                Requeue::requeue(Duration::from_secs(1))
+            },
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
 
 /// Resolves every argument: literal values, and Secret keys read now (never stored).
-async fn resolve_args(run: &AnalysisRun, secrets: &dyn SecretSource, ns: &str) -> Result<BTreeMap<String, String>, String> {
+async fn resolve_args(
+    run: &AnalysisRun,
+    secrets: &dyn SecretSource,
+    ns: &str,
+) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for a in &run.spec.args {
         let value = match (&a.value, &a.value_from) {
@@ -71,7 +82,6 @@ async fn resolve_args(run: &AnalysisRun, secrets: &dyn SecretSource, ns: &str) -
 
 async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, AnalysisError> {
     let ns = run.namespace().unwrap_or_default();
-    let name = run.name_any();
     let old = run.status.clone().unwrap_or_default();
     if old.phase.is_completed() {
         return Ok(Requeue::await_change());
@@ -86,13 +96,18 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
     if !due.metrics.is_empty() && !run.spec.terminate {
         let args = resolve_args(&run, &secrets, &ns).await;
         for metric_name in &due.metrics {
-            let Some(metric) = run.spec.metrics.iter().find(|m| &m.name == metric_name) else { continue };
+            let Some(metric) = run.spec.metrics.iter().find(|m| &m.name == metric_name) else {
+                continue;
+            };
             let started = (ctx.clock)();
             let obs = match &args {
                 Err(e) => Observation::Error(e.clone()),
                 Ok(values) => {
                     let m = runs::substitute(metric, values);
-                    match providers::provider_for(&m.provider).measure(&secrets, &ns).await {
+                    match providers::provider_for(&m.provider)
+                        .measure(&secrets, &ns)
+                        .await
+                    {
                         Ok(v) => Observation::Value(v),
                         Err(e) => Observation::Error(e.to_string()),
                     }
@@ -104,7 +119,16 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
                 Observation::Value(v) => Some(v.display()),
                 Observation::Error(_) => None,
             };
-            assessment::record(&run.spec, &mut status, metric_name, phase, value, message, started, finished);
+            assessment::record(
+                &run.spec,
+                &mut status,
+                metric_name,
+                phase,
+                value,
+                message,
+                started,
+                finished,
+            );
         }
     }
     assessment::assess(&run.spec, &mut status, (ctx.clock)());
@@ -114,20 +138,33 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
     if status.phase.is_completed() {
         return Ok(Requeue::await_change());
     }
-    let next = assessment::due(&run.spec, &status, (ctx.clock)()).next.unwrap_or(Duration::from_secs(10));
+    let next = assessment::due(&run.spec, &status, (ctx.clock)())
+        .next
+        .unwrap_or(Duration::from_secs(10));
     Ok(Requeue::requeue(next.max(Duration::from_millis(50))))
 }
 
-async fn write_status(ctx: &Context, run: &AnalysisRun, status: AnalysisRunStatus) -> Result<(), AnalysisError> {
-    let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+async fn write_status(
+    ctx: &Context,
+    run: &AnalysisRun,
+    status: AnalysisRunStatus,
+) -> Result<(), AnalysisError> {
+    let api: Api<AnalysisRun> =
+        Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
     let mut next = run.clone();
     next.status = Some(status);
-    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     match api.replace_status(&run.name_any(), &pp, &next).await {
         Ok(_) => Ok(()),
         // The run changed (terminated by the Rollout controller): the next reconcile sees it.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(source) => Err(AnalysisError::Status { name: run.name_any(), source }),
+        Err(source) => Err(AnalysisError::Status {
+            name: run.name_any(),
+            source,
+        }),
     }
 }
 

@@ -48,9 +48,10 @@ pub enum ServiceState {
 }
 
 /// The traffic routers of a canary, as observed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum TrafficState {
     /// The Rollout routes no traffic by weight.
+    #[default]
     Unrouted,
     /// The routers' canary weight when they all agree; None when they differ or were never set.
     Weights(Option<i32>),
@@ -71,12 +72,6 @@ pub struct Observed {
     pub analysis_runs: BTreeMap<String, ObservedAnalysisRun>,
     /// The run spec each analysis of the Rollout would get now, or why it cannot be made.
     pub run_specs: BTreeMap<Slot, Result<AnalysisRunSpec, String>>,
-}
-
-impl Default for TrafficState {
-    fn default() -> Self {
-        TrafficState::Unrouted
-    }
 }
 
 /// One change to make in the cluster.

@@ -57,12 +57,28 @@ impl Prometheus {
         );
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, "global:\n  evaluation_interval: 1m\n").expect("write config");
+        Self::serve(dir, config, tsdb, &prometheus).await
+    }
 
+    /// Serves an empty TSDB and scrapes `target` (`host:port`, path `/metrics`) every second.
+    pub async fn scraping(target: &str) -> Self {
+        let prometheus = binary("prometheus");
+        let dir = TempDir::new("prometheus-scrape");
+        let tsdb = dir.path().join("tsdb");
+        let config = dir.path().join("prometheus.yml");
+        let yaml = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1m\nscrape_configs:\n- job_name: app\n  scrape_interval: 1s\n  static_configs:\n  - targets: ['{target}']\n"
+        );
+        std::fs::write(&config, yaml).expect("write config");
+        Self::serve(dir, config, tsdb, &prometheus).await
+    }
+
+    async fn serve(dir: TempDir, config: PathBuf, tsdb: PathBuf, prometheus: &Path) -> Self {
         // A freed port can be taken by someone else before prometheus binds it; try another.
         for attempt in 1..=3 {
             let port = free_port();
             let log = dir.path().join(format!("prometheus-{attempt}.log"));
-            let mut child = spawn(&prometheus, &config, &tsdb, port, &log);
+            let mut child = spawn(prometheus, &config, &tsdb, port, &log);
             let outcome = wait_for("prometheus /-/ready", READY_TIMEOUT, || {
                 let exited = child.try_wait().ok().flatten();
                 async move {

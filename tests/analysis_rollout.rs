@@ -1,0 +1,255 @@
+//! A canary judged by a real Prometheus scraping a real `/metrics` endpoint: a version whose error rate
+//! is over the threshold aborts at the analysis step; a healthy one completes.
+
+#[path = "support/prometheus.rs"]
+mod prometheus;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use support::{Cluster, repo_root};
+
+/// A simulated app with two versions: `good` answers 200s, `bad` answers half 500s. Counters grow with
+/// time, as real ones do under steady load.
+async fn app() -> (String, tokio::task::JoinHandle<()>) {
+    let started = Instant::now();
+    let metrics = move || async move {
+        let t = started.elapsed().as_secs_f64();
+        let mut out = String::from("# TYPE http_requests_total counter\n");
+        for (version, ok, err) in [("good", 100.0 * t, 0.0), ("bad", 50.0 * t, 50.0 * t)] {
+            out.push_str(&format!(
+                "http_requests_total{{version=\"{version}\",code=\"200\"}} {ok}\n"
+            ));
+            out.push_str(&format!(
+                "http_requests_total{{version=\"{version}\",code=\"500\"}} {err}\n"
+            ));
+        }
+        out
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            axum::Router::new().route("/metrics", get(metrics)),
+        )
+        .await;
+    });
+    (addr, server)
+}
+
+fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(c.client(), "default", &ar)
+}
+
+async fn apply(a: &Api<DynamicObject>, obj: Value) {
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    a.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+fn rollout(version: &str) -> Value {
+    json!({
+        "apiVersion": "weir.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": format!("web:{version}")}]}},
+            "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary", "abortScaleDownDelaySeconds": 1, "scaleDownDelaySeconds": 1,
+                "trafficRouting": {"gatewayAPI": {"httpRoutes": [{"name": "web"}]}},
+                "steps": [{"setWeight": 50},
+                          {"analysis": {"templates": [{"templateName": "error-rate"}], "args": [{"name": "version", "value": version}]}},
+                          {"setWeight": 100}]}}}
+    })
+}
+
+async fn setup(
+    tag: &str,
+) -> (
+    Cluster,
+    prometheus::Prometheus,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let (target, app) = app().await;
+    let prom = prometheus::Prometheus::scraping(&target).await;
+    // Rates need a few scrapes; wait until Prometheus has them so the analysis measures real data.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let ready_query = format!(
+        "{}/api/v1/query?query=min(count_over_time(http_requests_total%5B10s%5D))%20%3E%3D%203",
+        prom.url()
+    );
+    support::wait_for(
+        "Prometheus to have scraped the app three times",
+        Duration::from_secs(60),
+        || {
+            let (http, url) = (http.clone(), ready_query.clone());
+            async move {
+                let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                (!body["data"]["result"].as_array()?.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+    let c = Cluster::start(tag).await;
+    c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
+        .await;
+    c.kubectl_ok(&[
+        "apply",
+        "-f",
+        repo_root().join("e2e/crds").to_str().unwrap(),
+    ])
+    .await;
+    let tasks = vec![
+        app,
+        tokio::spawn(weir::rollout::controller::run(c.client())),
+        tokio::spawn(weir::analysis::controller::run(c.client())),
+    ];
+    let svc = api(&c, "", "v1", "Service", "services");
+    for n in ["web-stable", "web-canary"] {
+        apply(&svc, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
+    }
+    apply(&api(&c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
+    let query = "(sum(rate(http_requests_total{version=\"{{args.version}}\",code=~\"5..\"}[5s])) or vector(0)) / sum(rate(http_requests_total{version=\"{{args.version}}\"}[5s]))";
+    apply(&api(&c, "weir.io", "v1alpha1", "AnalysisTemplate", "analysistemplates"), json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "error-rate"},
+        "spec": {"args": [{"name": "version"}],
+            "metrics": [{"name": "error-rate", "interval": "1s", "count": 3, "initialDelay": "3s", "failureLimit": 0,
+                "successCondition": "result[0] < 0.05",
+                "provider": {"prometheus": {"address": prom.url(), "query": query}}}]}})).await;
+    (c, prom, tasks)
+}
+
+async fn status(c: &Cluster) -> Value {
+    api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
+        .get("web")
+        .await
+        .map(|r| r.data["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_phase(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = status(c).await;
+        if f(&s) {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let runs = api(c, "weir.io", "v1alpha1", "AnalysisRun", "analysisruns")
+                .list(&Default::default())
+                .await
+                .unwrap();
+            let runs: Vec<Value> = runs
+                .items
+                .iter()
+                .map(|r| json!({"name": r.metadata.name, "status": r.data["status"]}))
+                .collect();
+            panic!("timed out waiting for {what}; status: {s}; runs: {runs:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run_of(c: &Cluster, s: &Value) -> Value {
+    let name = s["canary"]["currentStepAnalysisRunStatus"]["name"]
+        .as_str()
+        .expect("step analysis run recorded")
+        .to_string();
+    let run = api(c, "weir.io", "v1alpha1", "AnalysisRun", "analysisruns")
+        .get(&name)
+        .await
+        .unwrap();
+    run.data["status"].clone()
+}
+
+fn assert_measurements_explain_the_decision(run: &Value, want_phase: &str) {
+    let m = &run["metricResults"][0];
+    assert_eq!(m["name"], "error-rate");
+    let measurements = m["measurements"].as_array().expect("measurements");
+    assert!(!measurements.is_empty());
+    for x in measurements {
+        for field in ["value", "phase", "startedAt", "finishedAt"] {
+            assert!(
+                x.get(field).is_some_and(|v| !v.is_null()),
+                "measurement lacks {field}: {x}"
+            );
+        }
+    }
+    assert_eq!(measurements.last().unwrap()["phase"], want_phase, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_with_a_high_error_rate_aborts_at_the_analysis_step() {
+    let (c, _prom, tasks) = setup("analysis-bad").await;
+    let ro = api(&c, "weir.io", "v1alpha1", "Rollout", "rollouts");
+    apply(&ro, rollout("good")).await;
+    wait_phase(&c, "first revision Healthy", |s| s["phase"] == "Healthy").await;
+    apply(&ro, rollout("bad")).await;
+    let s = wait_phase(&c, "aborted by analysis", |s| s["phase"] == "Degraded").await;
+    assert_eq!(s["currentStepIndex"], 1, "stopped at the analysis step");
+    assert_eq!(s["weights"], json!({"canary": 0, "stable": 100}));
+    assert!(
+        s["message"].as_str().unwrap().contains("error-rate"),
+        "the message names the metric: {s}"
+    );
+    let run = run_of(&c, &s).await;
+    assert_eq!(run["phase"], "Failed");
+    assert!(
+        run["message"].as_str().unwrap().contains("0.5"),
+        "the run message has the measured value: {run}"
+    );
+    assert_measurements_explain_the_decision(&run, "Failed");
+    let rules = api(
+        &c,
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+    )
+    .get("web")
+    .await
+    .unwrap()
+    .data["spec"]["rules"]
+        .clone();
+    assert_eq!(
+        rules[0]["backendRefs"][1]["weight"], 0,
+        "route back on stable"
+    );
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_canary_passes_analysis_and_completes() {
+    let (c, _prom, tasks) = setup("analysis-good").await;
+    let ro = api(&c, "weir.io", "v1alpha1", "Rollout", "rollouts");
+    let mut first = rollout("good");
+    first["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:good-old");
+    apply(&ro, first).await;
+    let s0 = wait_phase(&c, "first revision Healthy", |s| s["phase"] == "Healthy").await;
+    apply(&ro, rollout("good")).await;
+    let s = wait_phase(&c, "completed on the new revision", |s| {
+        s["phase"] == "Healthy" && s["stableRS"] != s0["stableRS"]
+    })
+    .await;
+    assert_eq!(s["weights"]["canary"], 0);
+    let run = run_of(&c, &s).await;
+    assert_eq!(run["phase"], "Successful", "{run}");
+    assert_eq!(run["metricResults"][0]["count"], 3);
+    assert_measurements_explain_the_decision(&run, "Successful");
+    for t in tasks {
+        t.abort();
+    }
+}
