@@ -40,6 +40,53 @@ pub struct ObservedAnalysisRun {
     pub message: Option<String>,
     /// Whether `spec.terminate` is set.
     pub terminated: bool,
+    /// `metadata.creationTimestamp`, to keep the newest runs.
+    pub created: Option<jiff::Timestamp>,
+}
+
+/// Completed runs kept per Rollout, for each of successful and unsuccessful ones (as Argo Rollouts'
+/// default `successfulRunHistoryLimit` and `unsuccessfulRunHistoryLimit`).
+pub const RUN_HISTORY_LIMIT: usize = 5;
+
+/// Deletes completed runs beyond the history limits, oldest first; runs the status still names are kept.
+pub(crate) fn collect_history(p: &mut Planner<'_>) {
+    let named: Vec<String> = {
+        let c = p.status.canary.clone().unwrap_or_default();
+        let b = p.status.blue_green.clone().unwrap_or_default();
+        [
+            c.current_step_analysis_run_status,
+            c.current_background_analysis_run_status,
+            b.pre_promotion_analysis_run_status,
+            b.post_promotion_analysis_run_status,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| r.name)
+        .collect()
+    };
+    for successful in [true, false] {
+        let mut done: Vec<(&String, &ObservedAnalysisRun)> = p
+            .observed
+            .analysis_runs
+            .iter()
+            .filter(|(n, r)| {
+                r.phase.is_completed()
+                    && (r.phase == AnalysisPhase::Successful) == successful
+                    && !named.contains(n)
+            })
+            .collect();
+        if done.len() <= RUN_HISTORY_LIMIT {
+            continue;
+        }
+        done.sort_by_key(|(n, r)| (r.created, (*n).clone()));
+        let excess = done.len() - RUN_HISTORY_LIMIT;
+        let deletes: Vec<Action> = done
+            .iter()
+            .take(excess)
+            .map(|(n, _)| Action::DeleteAnalysisRun { name: (*n).clone() })
+            .collect();
+        p.actions.extend(deletes);
+    }
 }
 
 /// The verdict of a slot's run for the plan.

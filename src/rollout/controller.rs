@@ -299,6 +299,7 @@ async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerErro
                     phase: status.phase,
                     message: status.message,
                     terminated: r.spec.terminate,
+                    created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 },
             )
         })
@@ -461,6 +462,14 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(api_err(format!("creating AnalysisRun {ns}/{name}"))(e)),
+            }
+        }
+        Action::DeleteAnalysisRun { name } => {
+            let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api_err(format!("deleting AnalysisRun {ns}/{name}"))(e)),
             }
         }
         Action::TerminateAnalysisRun { name } => {

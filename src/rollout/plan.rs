@@ -114,6 +114,11 @@ pub enum Action {
         /// Its spec.
         spec: Box<AnalysisRunSpec>,
     },
+    /// Delete a completed run beyond the history limit.
+    DeleteAnalysisRun {
+        /// Its name.
+        name: String,
+    },
     /// Ask a run to stop measuring.
     TerminateAnalysisRun {
         /// Its name.
@@ -210,6 +215,7 @@ pub fn plan(ro: &Rollout, observed: &Observed, now: Timestamp) -> Plan {
                 RolloutStrategy::BlueGreen(b) => blue_green::plan(&mut p, b),
             }
             p.history_limit();
+            super::analysis_gate::collect_history(&mut p);
         }
     }
     p.count_replicas();

@@ -507,6 +507,7 @@ fn analysis_steps_create_a_run_and_follow_its_verdict() {
                             phase,
                             message: Some("m: 0.07 failed".into()),
                             terminated: false,
+                            created: None,
                         },
                     )
                 })
@@ -738,4 +739,57 @@ fn blue_green_previews_then_switches_active() {
     assert_eq!(p.status.stable_rs, Some(hash("v2")));
     assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Healthy"));
     assert_eq!(reasons(&p), vec!["RolloutPromoted", "RolloutCompleted"]);
+}
+
+#[test]
+fn completed_analysis_runs_beyond_the_history_limit_are_deleted() {
+    use super::analysis_gate::{ObservedAnalysisRun, RUN_HISTORY_LIMIT};
+    use crate::api::analysis::AnalysisPhase;
+    let ro = rollout(
+        "v1",
+        canary_strategy(json!({})),
+        json!({"stableRS": hash("v1"), "currentPodHash": hash("v1"), "currentStepIndex": 5, "phase": "Healthy"}),
+    );
+    let mut obs = observed(vec![rs("v1", 4, 4)], Some(0));
+    obs.services
+        .insert("canary".into(), ServiceState::Present(Some(hash("v1"))));
+    for i in 0..8i64 {
+        for (phase, tag) in [
+            (AnalysisPhase::Successful, "ok"),
+            (AnalysisPhase::Failed, "bad"),
+        ] {
+            let created = now()
+                .checked_sub(jiff::SignedDuration::from_hours(10 - i))
+                .ok();
+            obs.analysis_runs.insert(
+                format!("{tag}{i}"),
+                ObservedAnalysisRun {
+                    phase,
+                    message: None,
+                    terminated: false,
+                    created,
+                },
+            );
+        }
+    }
+    obs.analysis_runs.insert(
+        "running".into(),
+        ObservedAnalysisRun {
+            phase: AnalysisPhase::Running,
+            message: None,
+            terminated: false,
+            created: None,
+        },
+    );
+    let p = plan(&ro, &obs, now());
+    let deleted: Vec<String> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteAnalysisRun { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(RUN_HISTORY_LIMIT, 5);
+    assert_eq!(deleted, vec!["ok0", "ok1", "ok2", "bad0", "bad1", "bad2"]);
 }
