@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -22,7 +22,7 @@ use crate::api::analysis::{
 };
 use crate::api::conditions;
 use crate::api::rollout::{CanaryStep, RolloutAnalysis};
-use crate::api::rollout::{Rollout, RolloutPhase, RolloutStatus, RolloutStrategy};
+use crate::api::rollout::{Rollout, RolloutPhase, RolloutStrategy};
 use crate::traffic::{self, Backends, TrafficRouter, Weights};
 
 use super::analysis_gate::{ObservedAnalysisRun, Slot};
@@ -571,12 +571,3 @@ async fn record(
         Err(e) => Err(api_err("recording an Event")(e)),
     }
 }
-
-/// The object reference of a Rollout, for callers that want to trigger a reconcile.
-pub fn object_ref(ro: &Rollout) -> ObjectRef<DynamicObject> {
-    ObjectRef::new_with(&ro.name_any(), rollout_resource())
-        .within(&ro.namespace().unwrap_or_default())
-}
-
-#[allow(dead_code)]
-fn _assert_status_type(_: &RolloutStatus) {}

@@ -799,27 +799,62 @@ fn background_analysis_aborts_on_failure_and_is_terminated_when_the_steps_finish
     use super::analysis_gate::{ObservedAnalysisRun, Slot};
     use crate::api::analysis::{AnalysisPhase, AnalysisRunSpec};
     let strategy = json!({"canary": {"analysis": {"templates": [{"templateName": "bg"}]}, "steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}]}});
-    let spec: AnalysisRunSpec = serde_json::from_value(json!({"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]})).unwrap();
+    let spec: AnalysisRunSpec = serde_json::from_value(
+        json!({"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]}),
+    )
+    .unwrap();
     let name = format!("web-{}-background-0", hash("v2"));
     let obs = |phase: Option<AnalysisPhase>, ready: i32| Observed {
         replica_sets: vec![rs("v1", 4, 4), rs("v2", ready, ready)],
         analysis_runs: phase
-            .map(|phase| (name.clone(), ObservedAnalysisRun { phase, message: Some("m: 9 failed".into()), terminated: false, created: None }))
+            .map(|phase| {
+                (
+                    name.clone(),
+                    ObservedAnalysisRun {
+                        phase,
+                        message: Some("m: 9 failed".into()),
+                        terminated: false,
+                        created: None,
+                    },
+                )
+            })
             .into_iter()
             .collect(),
         run_specs: BTreeMap::from([(Slot::Background, Ok(spec.clone()))]),
         ..Default::default()
     };
-    let status = |index: i32| releasing(index, json!({"canary": {"currentBackgroundAnalysisRunStatus": {"name": name, "status": "Running"}}}));
+    let status = |index: i32| {
+        releasing(
+            index,
+            json!({"canary": {"currentBackgroundAnalysisRunStatus": {"name": name, "status": "Running"}}}),
+        )
+    };
     // Created at the start of the release.
-    let p = plan(&rollout("v2", strategy.clone(), releasing(0, json!({}))), &obs(None, 2), now());
+    let p = plan(
+        &rollout("v2", strategy.clone(), releasing(0, json!({}))),
+        &obs(None, 2),
+        now(),
+    );
     assert!(p.actions.iter().any(|a| matches!(a, Action::CreateAnalysisRun { name: n, slot: Slot::Background, .. } if *n == name)), "{:?}", p.actions);
     // A failure aborts the release.
-    let p = plan(&rollout("v2", strategy.clone(), status(1)), &obs(Some(AnalysisPhase::Failed), 2), now());
+    let p = plan(
+        &rollout("v2", strategy.clone(), status(1)),
+        &obs(Some(AnalysisPhase::Failed), 2),
+        now(),
+    );
     assert!(p.status.abort);
     assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Degraded"));
     // When the steps finish, the run is terminated.
-    let p = plan(&rollout("v2", strategy, status(2)), &obs(Some(AnalysisPhase::Running), 4), now());
-    assert!(p.actions.contains(&Action::TerminateAnalysisRun { name: name.clone() }), "{:?}", p.actions);
+    let p = plan(
+        &rollout("v2", strategy, status(2)),
+        &obs(Some(AnalysisPhase::Running), 4),
+        now(),
+    );
+    assert!(
+        p.actions
+            .contains(&Action::TerminateAnalysisRun { name: name.clone() }),
+        "{:?}",
+        p.actions
+    );
     assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Healthy"));
 }
