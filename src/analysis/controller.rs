@@ -92,11 +92,18 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
         status.started_at = Some(Time(now));
     }
     let secrets = KubeSecrets(ctx.client.clone());
-    let due = assessment::due(&run.spec, &status, now);
+    // Conditions see literal arguments only: their text is quoted in messages, so a secret must never
+    // be substituted into one.
+    let spec = runs::with_literal_args_in_conditions(&run.spec);
+    let due = assessment::due(&spec, &status, now);
     if !due.metrics.is_empty() && !run.spec.terminate {
         let args = resolve_args(&run, &secrets, &ns).await;
-        for metric_name in &due.metrics {
-            let Some(metric) = run.spec.metrics.iter().find(|m| &m.name == metric_name) else {
+        // Dry-run metrics are recorded first: a deciding metric's verdict completes the run,
+        // after which `record` drops every later measurement of this reconcile.
+        let mut due_metrics = due.metrics;
+        due_metrics.sort_by_key(|name| !spec.is_dry_run(name));
+        for metric_name in &due_metrics {
+            let Some(metric) = spec.metrics.iter().find(|m| &m.name == metric_name) else {
                 continue;
             };
             let started = (ctx.clock)();
@@ -120,7 +127,7 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
                 Observation::Error(_) => None,
             };
             assessment::record(
-                &run.spec,
+                &spec,
                 &mut status,
                 metric_name,
                 phase,
@@ -131,14 +138,14 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
             );
         }
     }
-    assessment::assess(&run.spec, &mut status, (ctx.clock)());
+    assessment::assess(&spec, &mut status, (ctx.clock)());
     if status != old {
         write_status(&ctx, &run, status.clone()).await?;
     }
     if status.phase.is_completed() {
         return Ok(Requeue::await_change());
     }
-    let next = assessment::due(&run.spec, &status, (ctx.clock)())
+    let next = assessment::due(&spec, &status, (ctx.clock)())
         .next
         .unwrap_or(Duration::from_secs(10));
     Ok(Requeue::requeue(next.max(Duration::from_millis(50))))

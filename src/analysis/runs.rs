@@ -227,6 +227,29 @@ fn substitute_str(s: &str, args: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// The spec with `{{args.NAME}}` in success and failure conditions replaced by the arguments that have
+/// literal values. Secret-backed arguments stay as written, so a condition naming one fails to compile
+/// (an Error naming the expression) instead of quoting the secret in a message.
+pub fn with_literal_args_in_conditions(spec: &AnalysisRunSpec) -> AnalysisRunSpec {
+    let literal: BTreeMap<String, String> = spec
+        .args
+        .iter()
+        .filter_map(|a| Some((a.name.clone(), a.value.clone()?)))
+        .collect();
+    let mut out = spec.clone();
+    for m in &mut out.metrics {
+        m.success_condition = m
+            .success_condition
+            .as_deref()
+            .map(|c| substitute_str(c, &literal));
+        m.failure_condition = m
+            .failure_condition
+            .as_deref()
+            .map(|c| substitute_str(c, &literal));
+    }
+    out
+}
+
 /// The metric with `{{args.NAME}}` replaced by the resolved values.
 pub fn substitute(m: &Metric, args: &BTreeMap<String, String>) -> Metric {
     let mut m = m.clone();
@@ -317,6 +340,23 @@ mod tests {
         let analysis: RolloutAnalysis = serde_json::from_value(json!({"templates": [{"templateName": "t"}], "args": [{"name": "service", "value": "s"}]})).unwrap();
         assert!(
             matches!(run_spec(&ro(), &analysis, &[t]).unwrap_err(), RunError::UnknownArgument { arg, .. } if arg == "hash")
+        );
+    }
+
+    #[test]
+    fn conditions_get_literal_arguments_but_never_secret_ones() {
+        let spec: AnalysisRunSpec = serde_json::from_value(json!({
+            "args": [{"name": "limit", "value": "0.05"}, {"name": "token", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+            "metrics": [{"name": "m", "successCondition": "result < {{args.limit}}", "failureCondition": "result > {{args.token}}",
+                "provider": {"web": {"url": "http://x"}}}]})).unwrap();
+        let out = with_literal_args_in_conditions(&spec);
+        assert_eq!(
+            out.metrics[0].success_condition.as_deref(),
+            Some("result < 0.05")
+        );
+        assert_eq!(
+            out.metrics[0].failure_condition.as_deref(),
+            Some("result > {{args.token}}")
         );
     }
 

@@ -119,6 +119,13 @@ fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Conte
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
+    // Until the first list is in, the stores are empty: a Healthy Rollout would look as if it had no
+    // pods, drop to Progressing and record its completion again when they show up.
+    if ctx.replica_sets.wait_until_ready().await.is_err()
+        || ctx.analysis_runs.wait_until_ready().await.is_err()
+    {
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);

@@ -514,9 +514,23 @@ impl Planner<'_> {
         let Some(service) = service else {
             return;
         };
-        if self.observed.services.get(service)
-            != Some(&ServiceState::Present(Some(hash.to_string())))
-        {
+        // A pin planned earlier in this pass wins over the observed selector: re-planning a pass that was
+        // cut short can pin the stable Service back to the old revision before promoting it again.
+        let planned = self.actions.iter().rev().find_map(|a| match a {
+            Action::PinService {
+                service: s,
+                hash: h,
+            } if s == service => Some(h.as_str()),
+            _ => None,
+        });
+        let pinned = match planned {
+            Some(h) => Some(h),
+            None => match self.observed.services.get(service) {
+                Some(ServiceState::Present(h)) => h.as_deref(),
+                _ => None,
+            },
+        };
+        if pinned != Some(hash) {
             self.actions.push(Action::PinService {
                 service: service.to_string(),
                 hash: hash.to_string(),
@@ -554,7 +568,10 @@ impl Planner<'_> {
         if carried != Some(canary) || settling {
             self.actions.push(Action::SetWeights { canary, complete });
         }
-        if carried != Some(canary) {
+        // The Event follows the recorded weights, not the routes: a pass re-planned after a crash or a
+        // conflict sees routes its first attempt already moved, and must record the same transitions.
+        let recorded = self.status.weights.map(|w| w.canary).or(carried);
+        if recorded != Some(canary) {
             self.event(
                 events::WEIGHT_UPDATED,
                 format!(
