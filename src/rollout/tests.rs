@@ -858,3 +858,128 @@ fn background_analysis_aborts_on_failure_and_is_terminated_when_the_steps_finish
     );
     assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Healthy"));
 }
+
+#[test]
+fn blue_green_pre_and_post_promotion_analysis_gate_the_switch() {
+    use super::analysis_gate::{ObservedAnalysisRun, Slot};
+    use crate::api::analysis::{AnalysisPhase, AnalysisRunSpec};
+    let strategy = json!({"blueGreen": {"activeService": "active", "previewService": "preview",
+        "prePromotionAnalysis": {"templates": [{"templateName": "smoke"}]}, "postPromotionAnalysis": {"templates": [{"templateName": "smoke"}]}}});
+    let spec: AnalysisRunSpec = serde_json::from_value(
+        json!({"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]}),
+    )
+    .unwrap();
+    let pre = format!("web-{}-prepromotion-0", hash("v2"));
+    let post = format!("web-{}-postpromotion-0", hash("v2"));
+    let svcs = |active: &str| {
+        BTreeMap::from([
+            ("active".into(), ServiceState::Present(Some(hash(active)))),
+            ("preview".into(), ServiceState::Present(Some(hash("v2")))),
+        ])
+    };
+    let obs = |runs: Vec<(&String, AnalysisPhase)>, active: &str| Observed {
+        replica_sets: vec![rs("v1", 4, 4), rs("v2", 4, 4)],
+        services: svcs(active),
+        analysis_runs: runs
+            .into_iter()
+            .map(|(n, phase)| {
+                (
+                    n.clone(),
+                    ObservedAnalysisRun {
+                        phase,
+                        message: None,
+                        terminated: false,
+                        created: None,
+                    },
+                )
+            })
+            .collect(),
+        run_specs: BTreeMap::from([
+            (Slot::PrePromotion, Ok(spec.clone())),
+            (Slot::PostPromotion, Ok(spec.clone())),
+        ]),
+        ..Default::default()
+    };
+    let base =
+        json!({"stableRS": hash("v1"), "currentPodHash": hash("v2"), "phase": "Progressing"});
+    // Preview ready: the pre-promotion run is created, the active Service stays.
+    let p = plan(
+        &rollout("v2", strategy.clone(), base.clone()),
+        &obs(vec![], "v1"),
+        now(),
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateAnalysisRun { name, .. } if *name == pre)),
+        "{:?}",
+        p.actions
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::PinService { service, .. } if service == "active"))
+    );
+    // Pre-promotion passed (auto-promotion): the active Service switches and the post-promotion run starts.
+    let mut s = serde_json::to_value(&p.status).unwrap();
+    let p = plan(
+        &rollout("v2", strategy.clone(), s.clone()),
+        &obs(vec![(&pre, AnalysisPhase::Successful)], "v1"),
+        now(),
+    );
+    assert!(
+        p.actions.contains(&Action::PinService {
+            service: "active".into(),
+            hash: hash("v2")
+        }),
+        "{:?}",
+        p.actions
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateAnalysisRun { name, .. } if *name == post))
+    );
+    assert_eq!(
+        p.status.stable_rs,
+        Some(hash("v1")),
+        "not stable until post-promotion analysis passes"
+    );
+    s = serde_json::to_value(&p.status).unwrap();
+    // Post-promotion failed: abort, active back on the old revision in the same pass.
+    let p = plan(
+        &rollout("v2", strategy.clone(), s.clone()),
+        &obs(
+            vec![
+                (&pre, AnalysisPhase::Successful),
+                (&post, AnalysisPhase::Failed),
+            ],
+            "v2",
+        ),
+        now(),
+    );
+    assert!(p.status.abort);
+    assert!(
+        p.actions.contains(&Action::PinService {
+            service: "active".into(),
+            hash: hash("v1")
+        }),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Degraded"));
+    // Post-promotion passed: stable.
+    let p = plan(
+        &rollout("v2", strategy, s),
+        &obs(
+            vec![
+                (&pre, AnalysisPhase::Successful),
+                (&post, AnalysisPhase::Successful),
+            ],
+            "v2",
+        ),
+        now(),
+    );
+    assert_eq!(p.status.stable_rs, Some(hash("v2")));
+    assert_eq!(p.status.phase.map(|p| p.as_str()), Some("Healthy"));
+}
