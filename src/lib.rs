@@ -5,5 +5,6 @@ pub mod analysis;
 pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod gitsync;
 pub mod rollout;
 pub mod traffic;
