@@ -154,6 +154,10 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         })?;
     }
     let router = http::router(app.clone());
+    // Like a real apiserver: without TCP_NODELAY, small watch events wait on delayed ACKs (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+        let _ = s.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "emulator server stopped");
