@@ -927,3 +927,39 @@ async fn namespace_deletion_removes_its_objects() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_selected_watch_sees_objects_enter_and_leave_its_selector() {
+    let c = Cluster::start("selector-watch").await;
+    let rv = c.raw("GET", CM, None, "").await.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(c.raw("POST", CM, JSON, cm("w")).await.status, 201);
+    let path_w = format!("{CM}/w");
+    for labels in [
+        json!({"tier": "web"}),
+        json!({"tier": "web", "x": "1"}),
+        json!({"tier": "db"}),
+    ] {
+        let r = c
+            .raw(
+                "PATCH",
+                &path_w,
+                MERGE,
+                json!({"metadata": {"labels": labels}}).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let path = format!("{CM}?watch=true&resourceVersion={rv}&labelSelector=tier%3Dweb");
+    let events = c
+        .watch_events(&path, Duration::from_secs(10), |e| e.len() >= 3)
+        .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["ADDED", "MODIFIED", "DELETED"], "{events:?}");
+    assert_eq!(
+        events[2]["object"]["metadata"]["labels"]["tier"], "db",
+        "DELETED carries the object as it now is"
+    );
+}

@@ -21,7 +21,7 @@ use super::object_rules::{DeleteOptions, FieldValidation, WriteContext, now_rfc3
 use super::openapi;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{ListOptions, Store};
+use super::store::{EventType, ListOptions, Store};
 use super::table;
 
 /// Largest request body accepted, as the apiserver's limit for a single object.
@@ -246,16 +246,38 @@ async fn dispatch(app: Arc<App>, req: Request) -> Result<Response, ApiError> {
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    // A rejected body is still read (up to a bound) and dropped, so the client finishes sending and reads
+    // the 413 instead of meeting a reset connection.
+    const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+    let mut too_large = declared.is_some_and(|n| n > MAX_BODY_BYTES);
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES));
+    let mut seen = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(ApiError::bad_request("the request body could not be read"));
+        };
+        seen += chunk.len();
+        if seen > MAX_BODY_BYTES {
+            too_large = true;
+        }
+        if too_large {
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if too_large {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))
+    Ok(Bytes::from(buf))
 }
 
 fn admin(app: &App, method: &Method, path: &str, body: &Bytes) -> Result<Response, ApiError> {
@@ -1087,14 +1109,22 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
             }
             for e in events {
                 cursor = e.rv;
-                if !self.matches(&e.object) {
-                    continue;
-                }
-                let line = if self.as_table
+                let now = self.matches(&e.object);
+                let before = e.previous.as_ref().map(|p| self.matches(p));
+                // A change that moves an object across a filtered watch's selector is, for that watch,
+                // an arrival or a departure, as the apiserver reports it.
+                let kind = match (e.kind, before, now) {
+                    (EventType::Modified, Some(false), true) => EventType::Added,
+                    (EventType::Modified, Some(true), false) => EventType::Deleted,
+                    (_, _, false) => continue,
+                    (k, _, true) => k,
+                };
+                let line = if kind != e.kind
+                    || self.as_table
                     || e.object.get("apiVersion").and_then(Value::as_str)
                         != Some(self.rt.api_version().as_str())
                 {
-                    self.line(e.kind.as_str(), &e.object)
+                    self.line(kind.as_str(), &e.object)
                 } else {
                     e.wire_line()
                 };

@@ -49,6 +49,9 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (before removal for Deleted, with the deletion's resourceVersion).
     pub object: Arc<Value>,
+    /// For Modified: the object before the change, so that a filtered watch can tell an object entering
+    /// its selector (ADDED) or leaving it (DELETED) from an ordinary change.
+    pub previous: Option<Arc<Value>>,
     wire: OnceLock<Bytes>,
 }
 
@@ -598,10 +601,16 @@ impl State {
                 (EventType::Deleted, Arc::new(o))
             }
         };
+        let previous = if kind == EventType::Modified {
+            old.clone()
+        } else {
+            None
+        };
         coll.log.push_back(Arc::new(Event {
             rv,
             kind,
             object: stored.clone(),
+            previous,
             wire: OnceLock::new(),
         }));
         while coll.log.len() > history.max(1) {
