@@ -1,2 +1,3 @@
 pub mod git;
+pub mod ownership;
 pub mod render;
