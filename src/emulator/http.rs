@@ -428,16 +428,16 @@ fn with_warnings(mut resp: Response, ctx: &WriteContext) -> Response {
 }
 
 /// Sets the apiVersion a client asked for, when the object was stored at another version of its group.
-fn served(rt: &ResourceType, obj: &Value) -> Value {
+fn served<'a>(rt: &ResourceType, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
     let want = rt.api_version();
     if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str()) {
-        return obj.clone();
+        return std::borrow::Cow::Borrowed(obj);
     }
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
         m.insert("apiVersion".into(), Value::String(want));
     }
-    o
+    std::borrow::Cow::Owned(o)
 }
 
 fn is_write(method: &Method) -> bool {
@@ -595,7 +595,10 @@ async fn resource(
             let deleted =
                 app.store
                     .delete_collection(&rt, path.namespace.as_deref(), &filter, &opts);
-            let items: Vec<Value> = deleted.iter().map(|o| served(&rt, o)).collect();
+            let items: Vec<Value> = deleted
+                .iter()
+                .map(|o| served(&rt, o).into_owned())
+                .collect();
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": app.store.current_rv().to_string()}, "items": items}),
@@ -657,7 +660,11 @@ fn list(
         },
     )?;
     if table::wants_table(accept) {
-        let objs: Vec<Value> = page.items.iter().map(|o| served(rt, o)).collect();
+        let objs: Vec<Value> = page
+            .items
+            .iter()
+            .map(|o| served(rt, o).into_owned())
+            .collect();
         let refs: Vec<&Value> = objs.iter().collect();
         let mut t = table::table(rt, &refs, Some(page.rv.to_string()), jiff::Timestamp::now());
         if let (Some(c), Some(m)) = (
@@ -1038,7 +1045,7 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
         let object = if self.as_table {
             table::table(self.rt, &[obj], None, jiff::Timestamp::now())
         } else {
-            served(self.rt, obj)
+            served(self.rt, obj).into_owned()
         };
         let mut v =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
@@ -1084,6 +1091,7 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
                 return;
             }
         }
+        let api_version = self.rt.api_version();
         let mut tick = tokio::time::interval(self.app.bookmark_interval);
         tick.tick().await;
         loop {
@@ -1122,7 +1130,7 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
                 let line = if kind != e.kind
                     || self.as_table
                     || e.object.get("apiVersion").and_then(Value::as_str)
-                        != Some(self.rt.api_version().as_str())
+                        != Some(api_version.as_str())
                 {
                     self.line(kind.as_str(), &e.object)
                 } else {
