@@ -122,9 +122,9 @@ impl GitSyncSpec {
             .map_or(Ok(DEFAULT_TIMEOUT), DurationString::to_duration)
     }
 
-    /// Whether failed releases are reverted in Git.
+    /// Whether failed releases are reverted in Git: yes unless `revert.enabled` is false.
     pub fn revert_enabled(&self) -> bool {
-        self.revert.as_ref().is_some_and(|revert| revert.enabled)
+        self.revert.as_ref().is_none_or(|revert| revert.enabled)
     }
 
     /// The branch revert commits are pushed to: `revert.pushBranch`, else the branch that is
@@ -154,11 +154,11 @@ pub enum GitRef {
 }
 
 /// How to revert the commits of a failed release.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitRevertPolicy {
-    /// Revert failed releases.
-    #[serde(default)]
+    /// Revert failed releases (default true).
+    #[serde(default = "enabled_by_default")]
     pub enabled: bool,
     /// Author and committer of revert commits (default `weir <weir@localhost>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +170,21 @@ pub struct GitRevertPolicy {
     /// Branch to push revert commits to (default: the synced branch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_branch: Option<String>,
+}
+
+impl Default for GitRevertPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            author: None,
+            message_template: None,
+            push_branch: None,
+        }
+    }
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// A Git identity.
@@ -304,7 +319,15 @@ revert:
         assert_eq!(spec.interval(), Ok(DEFAULT_INTERVAL));
         assert_eq!(spec.timeout(), Ok(DEFAULT_TIMEOUT));
         assert!(!spec.prune && !spec.suspend);
-        assert!(!spec.revert_enabled());
+        assert!(spec.revert_enabled());
+        let off: GitSyncSpec =
+            serde_saphyr::from_str("url: git://localhost/apps\nrevert: {enabled: false}\n")
+                .unwrap();
+        assert!(!off.revert_enabled());
+        let on: GitSyncSpec =
+            serde_saphyr::from_str("url: git://localhost/apps\nrevert: {pushBranch: main}\n")
+                .unwrap();
+        assert!(on.revert_enabled());
         assert_eq!(GitAuthor::default().name, "weir");
     }
 

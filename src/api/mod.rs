@@ -34,3 +34,9 @@ pub const GROUP: &str = "weir.io";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` of every weir object.
 pub const API_VERSION: &str = "weir.io/v1alpha1";
+
+/// Annotation a GitSync writes on the objects it applies that carry a pod template (Rollouts): the
+/// Git commit that last changed the rendered template. The Rollout controller copies it onto the
+/// ReplicaSet of that template, and records it as `status.stableCommit` when the template becomes
+/// stable.
+pub const TEMPLATE_COMMIT_ANNOTATION: &str = "weir.io/template-commit";

@@ -470,6 +470,11 @@ pub struct RolloutStatus {
     /// Pod-template hash of the stable pods.
     #[serde(rename = "stableRS", default, skip_serializing_if = "Option::is_none")]
     pub stable_rs: Option<String>,
+    /// The Git commit that declared the stable template, from the Rollout's
+    /// `weir.io/template-commit` annotation when the release became stable. The revert writer
+    /// reverts the commits after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_commit: Option<String>,
     /// Traffic weights weir last set on the routers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
@@ -678,6 +683,10 @@ pub struct GitSyncRef {
 /// Progress of a Git revert.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum GitRevertState {
+    /// Intent: a person aborted the release and asks for its Git revert too (`kubectl weir abort
+    /// --revert`). Set with `podHash` equal to `status.currentPodHash`; the revert writer takes it
+    /// from there.
+    Requested,
     /// The revert commit is made (or being made) and not yet on the remote.
     Pending,
     /// The revert commit is on the remote.

@@ -709,6 +709,18 @@ impl Planner<'_> {
     /// The release is over on `hash`: stable again, nothing pending.
     pub fn settle(&mut self, hash: &str) {
         self.status.stable_rs = Some(hash.to_string());
+        // The annotation travels with the template it describes, so while `hash` is the current
+        // template it names the commit that declared it.
+        if let Some(commit) = self
+            .ro
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::api::TEMPLATE_COMMIT_ANNOTATION))
+            && *hash == self.current
+        {
+            self.status.stable_commit = Some(commit.clone());
+        }
         self.status.abort = false;
         self.status.aborted_at = None;
         self.status.pause_conditions.clear();

@@ -43,6 +43,18 @@ pub fn build(ro: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
             namespace: ro.metadata.namespace.clone(),
             labels: Some(rs_labels),
             owner_references: ro.controller_owner_ref(&()).map(|r| vec![r]),
+            // The commit that declared this template, so `kubectl weir history` can name it.
+            annotations: ro
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::TEMPLATE_COMMIT_ANNOTATION))
+                .map(|commit| {
+                    BTreeMap::from([(
+                        crate::api::TEMPLATE_COMMIT_ANNOTATION.to_string(),
+                        commit.clone(),
+                    )])
+                }),
             ..Default::default()
         },
         spec: Some(ReplicaSetSpec {
