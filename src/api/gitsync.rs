@@ -227,7 +227,11 @@ pub struct GitSyncStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The most recent sync attempts, newest first (at most 10).
+    /// The value of the `weir.io/requestedAt` annotation last acted on (a manual "sync now").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// The most recent sync attempts, newest first (at most 10). A sync that repeats the
+    /// revision and outcome of the newest entry adds none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<SyncHistoryEntry>,
 }
@@ -247,6 +251,22 @@ pub struct InventoryEntry {
     pub namespace: Option<String>,
     /// Name.
     pub name: String,
+    /// Health after the last sync: Rollout phase, workload availability, or a Ready condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ObjectHealth>,
+}
+
+/// Health of an applied object.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum ObjectHealth {
+    /// Applied and serving: a Healthy Rollout, an available workload, or an object with nothing to wait for.
+    Healthy,
+    /// Still converging: a Rollout mid-release, a workload whose pods are not all available.
+    Progressing,
+    /// Failed: a Degraded Rollout, a workload past its progress deadline, a Ready=False condition.
+    Degraded,
 }
 
 /// One sync attempt.

@@ -1,3 +1,7 @@
+//! GitSync: fetch a Git repository, render it, apply it with server-side apply, and revert the
+//! commits of a release whose analysis failed.
+
+pub mod apply;
 pub mod git;
 pub mod ownership;
 pub mod render;
