@@ -48,6 +48,13 @@ struct RunArgs {
     /// With --embedded: listen address of the emulator.
     #[arg(long, default_value = "127.0.0.1:0")]
     emulator_addr: SocketAddr,
+    /// Where GitSync keeps its Git mirrors (kept across restarts, so a pending revert is pushed,
+    /// not made again).
+    #[arg(long, env = "WEIR_CACHE_DIR", default_value_os_t = std::env::temp_dir().join("weir-gitsync"))]
+    cache_dir: PathBuf,
+    /// kubectl used to build kustomizations (`kubectl kustomize`).
+    #[arg(long, env = "WEIR_KUBECTL", default_value = "kubectl")]
+    kubectl: PathBuf,
 }
 
 #[cfg(feature = "emulator")]
@@ -186,10 +193,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API")?;
     println!("connected to Kubernetes {}", version.git_version);
-    println!("controllers: rollout, analysis; press Ctrl-C to stop");
+    println!("controllers: rollout, analysis, gitsync; press Ctrl-C to stop");
+    let gitsync = weir::gitsync::controller::Settings {
+        cache_dir: args.cache_dir.clone(),
+        kustomize: weir::gitsync::render::KustomizeCommand::Kubectl(args.kubectl.clone()),
+    };
     tokio::select! {
         _ = weir::rollout::controller::run(client.clone()) => {}
-        _ = weir::analysis::controller::run(client) => {}
+        _ = weir::analysis::controller::run(client.clone()) => {}
+        _ = weir::gitsync::controller::run(client, gitsync) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! commits of a release whose analysis failed.
 
 pub mod apply;
+pub mod controller;
 pub mod git;
 pub mod ownership;
 pub mod render;
+pub mod revert;

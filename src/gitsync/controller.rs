@@ -1,0 +1,855 @@
+//! The GitSync controller: every `interval`, fetch, render and apply; on a failed release, run the
+//! revert writer first, then sync the revert at once.
+//!
+//! The pure parts ([`sync_due`], [`next_status`], [`transitions`]) decide; [`reconcile`] fetches,
+//! renders, applies and writes status only when it changed, so a resync of an unchanged revision
+//! makes no write at all.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::api::conditions::{self, reasons, types};
+use crate::api::gitsync::{
+    GitSync, GitSyncStatus, HISTORY_LIMIT, InventoryEntry, SyncHistoryEntry, SyncResult,
+};
+use crate::api::rollout::Rollout;
+
+use super::apply::{Applier, stale};
+use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
+use super::render::{ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, render};
+use super::revert::{self, Outcome, RevertWriter};
+
+/// Field manager of GitSync status writes.
+pub const FIELD_MANAGER: &str = "weir-gitsync";
+/// Annotation asking for a sync now, whatever the interval: set it to a new value (a timestamp),
+/// as Flux's `reconcile.fluxcd.io/requestedAt`. `status.lastHandledReconcileAt` echoes it once done.
+pub const REQUESTED_AT_ANNOTATION: &str = "weir.io/requestedAt";
+
+/// Event reasons of the GitSync controller.
+pub mod events {
+    /// A new revision was applied.
+    pub const SYNCED: &str = "GitSynced";
+    /// Fetch, render, apply or prune failed.
+    pub const SYNC_FAILED: &str = "GitSyncFailed";
+}
+
+/// How the controller runs git and kustomize.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where mirrors and scratch checkouts live.
+    pub cache_dir: PathBuf,
+    /// How kustomizations are built.
+    pub kustomize: KustomizeCommand,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cache_dir: std::env::temp_dir().join("weir-gitsync"),
+            kustomize: KustomizeCommand::default(),
+        }
+    }
+}
+
+/// Errors of one reconcile; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A Kubernetes API call failed.
+    #[error("{action}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A revert step failed and will be retried.
+    #[error("reverting in Git")]
+    Revert(#[source] revert::RevertError),
+}
+
+/// Shared state of the controller. What is kept here only saves work (the last sync time, the last
+/// render); losing it on a restart costs one extra sync, never a wrong one.
+struct Context {
+    client: Client,
+    git: Arc<dyn Git>,
+    applier: Applier,
+    rollouts: Store<Rollout>,
+    settings: Settings,
+    last_sync: Mutex<HashMap<String, (Timestamp, Option<i64>)>>,
+    rendered: Mutex<HashMap<String, (String, Vec<RenderedObject>)>>,
+    clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+/// Runs the GitSync controller (with the revert writer) until the API goes away for good.
+pub async fn run(client: Client, settings: Settings) {
+    let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
+    let ro_api: Api<Rollout> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let rollouts = reflector::reflector(writer, watcher(ro_api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        git,
+        applier: Applier::new(client.clone()),
+        rollouts: reader,
+        settings,
+        last_sync: Mutex::new(HashMap::new()),
+        rendered: Mutex::new(HashMap::new()),
+        clock: Box::new(Timestamp::now),
+    });
+    let api: Api<GitSync> = Api::all(client);
+    Controller::new(api, watcher::Config::default())
+        .watches_stream(rollouts, |ro: Rollout| {
+            // A Rollout wakes the GitSync that applied it, so a failed release is reverted at once.
+            ro.annotations()
+                .get(ANNOTATION_GITSYNC)
+                .and_then(|v| v.split_once('/'))
+                .map(|(ns, name)| ObjectRef::<GitSync>::new(name).within(ns))
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "gitsync reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_gs: Arc<GitSync>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(error = %err, source = ?std::error::Error::source(err), "gitsync reconcile failed; retrying");
+    Requeue::requeue(Duration::from_secs(2))
+}
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
+    let action = action.into();
+    move |source| ControllerError::Api { action, source }
+}
+
+/// Whether a sync is due now; otherwise how long until it is. A sync is due when the spec changed,
+/// "sync now" was asked for, or `interval` passed since the last one (`last`: when and at which
+/// generation, as this process remembers it).
+pub fn sync_due(
+    gs: &GitSync,
+    last: Option<(Timestamp, Option<i64>)>,
+    interval: Duration,
+    now: Timestamp,
+) -> Result<(), Duration> {
+    let status = gs.status.clone().unwrap_or_default();
+    let requested = gs.annotations().get(REQUESTED_AT_ANNOTATION);
+    if requested.is_some() && requested != status.last_handled_reconcile_at.as_ref() {
+        return Ok(());
+    }
+    let Some((at, generation)) = last else {
+        return Ok(());
+    };
+    if generation != gs.metadata.generation {
+        return Ok(());
+    }
+    let elapsed = Duration::try_from(now.duration_since(at)).unwrap_or_default();
+    if elapsed >= interval {
+        Ok(())
+    } else {
+        Err(interval - elapsed)
+    }
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutcome {
+    /// Applied (and pruned): the new inventory.
+    Applied(Vec<InventoryEntry>),
+    /// Failed with a Ready reason and a message for people.
+    Failed {
+        /// One of the Ready=False reasons.
+        reason: &'static str,
+        /// What failed, naming the file and line when known.
+        message: String,
+    },
+}
+
+/// A sync attempt: the revision fetched (if the fetch worked) and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The commit fetched.
+    pub revision: Option<String>,
+    /// The ref it was fetched at, for messages (`main`, `v1.2`, …).
+    pub ref_name: String,
+    /// How it ended.
+    pub outcome: SyncOutcome,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The `requestedAt` annotation it handled.
+    pub requested_at: Option<String>,
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// The status after `attempt`. On failure the inventory and `lastAppliedRevision` stay as they
+/// were: the last good revision stays applied. History gains an entry only when the revision or
+/// the outcome differs from the newest one.
+pub fn next_status(
+    old: &GitSyncStatus,
+    attempt: &Attempt,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> GitSyncStatus {
+    let mut s = old.clone();
+    s.observed_generation = generation;
+    if attempt.requested_at.is_some() {
+        s.last_handled_reconcile_at = attempt.requested_at.clone();
+    }
+    if let Some(rev) = &attempt.revision {
+        s.last_fetched_revision = Some(rev.clone());
+    }
+    let (result, message) = match &attempt.outcome {
+        SyncOutcome::Applied(inventory) => {
+            let rev = attempt.revision.clone().unwrap_or_default();
+            s.last_applied_revision = Some(rev.clone());
+            s.inventory = inventory.clone();
+            let text = format!("Applied revision {}@{}", attempt.ref_name, short(&rev));
+            conditions::set(
+                &mut s.conditions,
+                conditions::reconciliation_succeeded(text, now, generation),
+            );
+            conditions::remove(&mut s.conditions, types::STALLED);
+            (SyncResult::Succeeded, None)
+        }
+        SyncOutcome::Failed { reason, message } => {
+            conditions::set(
+                &mut s.conditions,
+                conditions::not_ready(reason, message.clone(), now, generation),
+            );
+            if *reason == reasons::INVALID_SPEC {
+                conditions::set(
+                    &mut s.conditions,
+                    conditions::stalled(reason, message.clone(), now, generation),
+                );
+            } else {
+                conditions::remove(&mut s.conditions, types::STALLED);
+            }
+            (SyncResult::Failed, Some(message.clone()))
+        }
+    };
+    conditions::remove(&mut s.conditions, types::RECONCILING);
+    let revision = attempt
+        .revision
+        .clone()
+        .or_else(|| old.last_fetched_revision.clone())
+        .unwrap_or_default();
+    let repeat = s
+        .history
+        .first()
+        .is_some_and(|h| h.revision == revision && h.result == result && h.message == message);
+    if !repeat {
+        s.history.insert(
+            0,
+            SyncHistoryEntry {
+                revision,
+                started_at: Time(attempt.started_at),
+                finished_at: Some(Time(now)),
+                result,
+                message,
+            },
+        );
+        s.history.truncate(HISTORY_LIMIT);
+    }
+    s
+}
+
+/// The Events a status change records: `(reason, message, warning)`.
+pub fn transitions(old: &GitSyncStatus, new: &GitSyncStatus) -> Vec<(&'static str, String, bool)> {
+    let mut out = Vec::new();
+    let ready = |s: &GitSyncStatus| conditions::find(&s.conditions, types::READY).cloned();
+    let (was, now) = (ready(old), ready(new));
+    if new.last_applied_revision != old.last_applied_revision
+        && let Some(c) = &now
+    {
+        out.push((events::SYNCED, c.message.clone(), false));
+    }
+    if let Some(c) = &now
+        && c.status == "False"
+        && was
+            .as_ref()
+            .is_none_or(|w| w.status != "False" || w.message != c.message)
+    {
+        out.push((events::SYNC_FAILED, c.message.clone(), true));
+    }
+    out
+}
+
+async fn read_auth(client: &Client, gs: &GitSync) -> Result<GitAuth, SyncOutcome> {
+    let Some(secret_ref) = &gs.spec.secret_ref else {
+        return Ok(GitAuth::None);
+    };
+    let ns = gs.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = api
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| SyncOutcome::Failed {
+            reason: reasons::SECRET_NOT_FOUND,
+            message: format!("reading Secret {ns}/{}: {e}", secret_ref.name),
+        })?;
+    let Some(secret) = secret else {
+        return Err(SyncOutcome::Failed {
+            reason: reasons::SECRET_NOT_FOUND,
+            message: format!("Secret {ns}/{} not found", secret_ref.name),
+        });
+    };
+    GitAuth::from_secret(&secret.data.unwrap_or_default()).map_err(|e| SyncOutcome::Failed {
+        reason: reasons::SECRET_NOT_FOUND,
+        message: format!("Secret {ns}/{}: {e}", secret_ref.name),
+    })
+}
+
+/// Checks what can be checked without git or the API: durations, URL, ref.
+fn validate(gs: &GitSync) -> Result<(Duration, Duration), String> {
+    let interval = gs
+        .spec
+        .interval()
+        .map_err(|e| format!("spec.interval: {e}"))?;
+    let timeout = gs
+        .spec
+        .timeout()
+        .map_err(|e| format!("spec.timeout: {e}"))?;
+    validate_url(&gs.spec.url).map_err(|e| format!("spec.url: {e}"))?;
+    GitRefSpec::from_spec(gs.spec.git_ref.as_ref())
+        .validate()
+        .map_err(|e| format!("spec.ref: {e}"))?;
+    Ok((interval, timeout))
+}
+
+fn ref_name(gs: &GitSync) -> String {
+    match gs.spec.git_ref.as_ref() {
+        Some(crate::api::gitsync::GitRef::Branch(b)) => b.clone(),
+        Some(crate::api::gitsync::GitRef::Tag(t)) => t.clone(),
+        Some(crate::api::gitsync::GitRef::Commit(c)) => short(c).to_string(),
+        None => "HEAD".into(),
+    }
+}
+
+async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let key = format!("{ns}/{name}");
+    let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache may lag our own status write; deciding from it would sync twice.
+    let Some(gs) = api
+        .get_opt(&name)
+        .await
+        .map_err(api_err(format!("reading GitSync {key}")))?
+    else {
+        let _ = ctx.git.forget(&key).await;
+        return Ok(Requeue::await_change());
+    };
+    if gs.spec.suspend {
+        return Ok(Requeue::await_change());
+    }
+    let now = (ctx.clock)();
+    let old = gs.status.clone().unwrap_or_default();
+    let (interval, timeout) = match validate(&gs) {
+        Ok(v) => v,
+        Err(message) => {
+            let attempt = Attempt {
+                revision: None,
+                ref_name: ref_name(&gs),
+                outcome: SyncOutcome::Failed {
+                    reason: reasons::INVALID_SPEC,
+                    message,
+                },
+                started_at: now,
+                requested_at: None,
+            };
+            write_status(
+                &ctx,
+                &gs,
+                &old,
+                next_status(&old, &attempt, gs.metadata.generation, now),
+                now,
+            )
+            .await?;
+            return Ok(Requeue::await_change());
+        }
+    };
+    let auth = match read_auth(&ctx.client, &gs).await {
+        Ok(a) => a,
+        Err(outcome) => {
+            let attempt = Attempt {
+                revision: None,
+                ref_name: ref_name(&gs),
+                outcome,
+                started_at: now,
+                requested_at: None,
+            };
+            write_status(
+                &ctx,
+                &gs,
+                &old,
+                next_status(&old, &attempt, gs.metadata.generation, now),
+                now,
+            )
+            .await?;
+            return Ok(Requeue::requeue(interval));
+        }
+    };
+
+    // Reverts first: a pushed revert is synced in this same pass.
+    let mut force = false;
+    if gs.spec.revert_enabled() {
+        let mine: Vec<Arc<Rollout>> = ctx
+            .rollouts
+            .state()
+            .into_iter()
+            .filter(|ro| ro.annotations().get(ANNOTATION_GITSYNC) == Some(&key))
+            .collect();
+        for ro in mine {
+            let Some(step) = revert::next_step(&ro) else {
+                continue;
+            };
+            let writer = RevertWriter {
+                client: &ctx.client,
+                git: ctx.git.as_ref(),
+                key: &key,
+                auth: &auth,
+                now,
+            };
+            tracing::info!(rollout = %ro.name_any(), ?step, "revert writer");
+            if writer
+                .run(&gs, &ro, step)
+                .await
+                .map_err(ControllerError::Revert)?
+                == Outcome::Pushed
+            {
+                force = true;
+            }
+        }
+    }
+
+    let last = ctx
+        .last_sync
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .copied();
+    if !force && let Err(wait) = sync_due(&gs, last, interval, now) {
+        return Ok(Requeue::requeue(wait));
+    }
+    let requested_at = gs.annotations().get(REQUESTED_AT_ANNOTATION).cloned();
+    let attempt = match tokio::time::timeout(timeout, sync(&ctx, &gs, &key, &auth, &old)).await {
+        Ok(attempt) => attempt,
+        Err(_) => Attempt {
+            revision: None,
+            ref_name: ref_name(&gs),
+            outcome: SyncOutcome::Failed {
+                reason: reasons::APPLY_FAILED,
+                message: format!("the sync ran past spec.timeout ({timeout:?})"),
+            },
+            started_at: now,
+            requested_at: None,
+        },
+    };
+    let attempt = Attempt {
+        requested_at,
+        started_at: now,
+        ..attempt
+    };
+    let finished = (ctx.clock)();
+    let new = next_status(&old, &attempt, gs.metadata.generation, finished);
+    write_status(&ctx, &gs, &old, new, finished).await?;
+    ctx.last_sync
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, (now, gs.metadata.generation));
+    Ok(Requeue::requeue(interval))
+}
+
+/// Fetch, render (cached per revision), apply, prune.
+async fn sync(
+    ctx: &Context,
+    gs: &GitSync,
+    key: &str,
+    auth: &GitAuth,
+    old: &GitSyncStatus,
+) -> Attempt {
+    let ref_name = ref_name(gs);
+    let failed = |revision: Option<String>, reason: &'static str, message: String| Attempt {
+        revision,
+        ref_name: ref_name.clone(),
+        outcome: SyncOutcome::Failed { reason, message },
+        started_at: Timestamp::UNIX_EPOCH,
+        requested_at: None,
+    };
+    let spec_ref = GitRefSpec::from_spec(gs.spec.git_ref.as_ref());
+    let revision = match ctx.git.fetch(key, &gs.spec.url, &spec_ref, auth).await {
+        Ok(r) => r,
+        Err(e) => return failed(None, reasons::FETCH_FAILED, e.to_string()),
+    };
+    let objects = match rendered(ctx, gs, key, &revision).await {
+        Ok(o) => o,
+        Err(message) => return failed(Some(revision), reasons::RENDER_FAILED, message),
+    };
+    let owned = match ctx.applier.rollout_owned().await {
+        Ok(o) => o,
+        Err(e) => return failed(Some(revision), reasons::APPLY_FAILED, e.to_string()),
+    };
+    let report = match ctx.applier.apply(&objects, &owned, &revision).await {
+        Ok(r) => r,
+        Err(e) => return failed(Some(revision), reasons::APPLY_FAILED, e.to_string()),
+    };
+    if report.created + report.configured > 0 {
+        tracing::info!(
+            gitsync = key,
+            revision = short(&revision),
+            created = report.created,
+            configured = report.configured,
+            unchanged = report.unchanged,
+            "applied"
+        );
+    }
+    if gs.spec.prune {
+        let gone = stale(&old.inventory, &report.inventory);
+        if let Err(e) = ctx.applier.prune(&gone, key).await {
+            return failed(Some(revision), reasons::PRUNE_FAILED, e.to_string());
+        }
+    }
+    Attempt {
+        revision: Some(revision),
+        ref_name,
+        outcome: SyncOutcome::Applied(report.inventory),
+        started_at: Timestamp::UNIX_EPOCH,
+        requested_at: None,
+    }
+}
+
+/// The objects of `revision`, rendered once per revision and render settings.
+async fn rendered(
+    ctx: &Context,
+    gs: &GitSync,
+    key: &str,
+    revision: &str,
+) -> Result<Vec<RenderedObject>, String> {
+    let path = gs.spec.path.clone().unwrap_or_default();
+    let cache_key = format!(
+        "{revision}\n{path}\n{}",
+        gs.spec.target_namespace.as_deref().unwrap_or_default()
+    );
+    if let Some((k, objects)) = ctx
+        .rendered
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+        && *k == cache_key
+    {
+        return Ok(objects.clone());
+    }
+    let scratch = ctx.settings.cache_dir.join("checkouts").join(format!(
+        "{}-{}",
+        key.replace('/', "_"),
+        fastrand::u64(..)
+    ));
+    let result = async {
+        ctx.git
+            .checkout(key, revision, &scratch)
+            .await
+            .map_err(|e: GitError| format!("checking out {}: {e}", short(revision)))?;
+        let mut opts = RenderOptions::new(gs.namespace().unwrap_or_default(), gs.name_any());
+        opts.target_namespace = gs.spec.target_namespace.clone();
+        opts.kustomize = ctx.settings.kustomize.clone();
+        opts.timeout = gs.spec.timeout().unwrap_or(opts.timeout);
+        render(&scratch, &path, &opts)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    let objects = result?;
+    ctx.rendered
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key.to_string(), (cache_key, objects.clone()));
+    Ok(objects)
+}
+
+async fn write_status(
+    ctx: &Context,
+    gs: &GitSync,
+    old: &GitSyncStatus,
+    new: GitSyncStatus,
+    now: Timestamp,
+) -> Result<(), ControllerError> {
+    if *old == new {
+        return Ok(());
+    }
+    let ns = gs.namespace().unwrap_or_default();
+    let name = gs.name_any();
+    for (reason, message, warning) in transitions(old, &new) {
+        let involved = ObjectReference {
+            api_version: Some(GitSync::api_version(&()).into_owned()),
+            kind: Some("GitSync".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: gs.uid(),
+            ..Default::default()
+        };
+        // Named from the status it follows, which is only written after the Event: a restart that
+        // makes the same transition again finds the Event already there.
+        let previous = old
+            .history
+            .first()
+            .map(|h| h.started_at.0.as_second())
+            .unwrap_or_default();
+        let mut h: u32 = 0x811c_9dc5;
+        for b in reason
+            .bytes()
+            .chain(message.bytes())
+            .chain(previous.to_le_bytes())
+        {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        let ev_name = format!(
+            "{}.{}.{}-{h:08x}",
+            name.chars().take(200).collect::<String>(),
+            gs.uid()
+                .unwrap_or_default()
+                .chars()
+                .take(8)
+                .collect::<String>(),
+            reason.to_ascii_lowercase()
+        );
+        record_event(
+            &ctx.client,
+            involved,
+            &ev_name,
+            reason,
+            &message,
+            warning,
+            now,
+        )
+        .await
+        .map_err(api_err(format!(
+            "recording {reason} for GitSync {ns}/{name}"
+        )))?;
+    }
+    let mut next = gs.clone();
+    next.status = Some(new);
+    let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.replace_status(&name, &pp, &next).await {
+        Ok(_) => Ok(()),
+        // Changed since we read it (a person edited it): the next pass decides again.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(api_err(format!("writing status of GitSync {ns}/{name}"))(e)),
+    }
+}
+
+/// Records a core/v1 Event named `name`; an Event of that name already there means this
+/// transition was recorded before a restart, and is not recorded again.
+pub(crate) async fn record_event(
+    client: &Client,
+    involved: ObjectReference,
+    name: &str,
+    reason: &str,
+    message: &str,
+    warning: bool,
+    now: Timestamp,
+) -> Result<(), kube::Error> {
+    let ns = involved.namespace.clone().unwrap_or_default();
+    let ev = CoreEvent {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: involved,
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource {
+            component: Some(FIELD_MANAGER.into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        reporting_component: Some("weir.io/gitsync-controller".into()),
+        reporting_instance: Some("weir".into()),
+        ..Default::default()
+    };
+    let api: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&pp, &ev).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::gitsync::GitSyncSpec;
+
+    fn gitsync(annotations: &[(&str, &str)], status: GitSyncStatus) -> GitSync {
+        let mut gs = GitSync::new(
+            "apps",
+            GitSyncSpec {
+                url: "git://localhost/apps.git".into(),
+                git_ref: None,
+                path: None,
+                interval: None,
+                timeout: None,
+                secret_ref: None,
+                prune: false,
+                suspend: false,
+                target_namespace: None,
+                revert: None,
+            },
+        );
+        gs.metadata.generation = Some(1);
+        gs.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        gs.status = Some(status);
+        gs
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn a_sync_is_due_on_interval_spec_change_or_request() {
+        let minute = Duration::from_secs(60);
+        let handled = GitSyncStatus {
+            last_handled_reconcile_at: Some("t1".into()),
+            ..Default::default()
+        };
+        let cases = [
+            ("never synced", gitsync(&[], handled.clone()), None, Ok(())),
+            (
+                "synced 10s ago",
+                gitsync(&[], handled.clone()),
+                Some((at(990), Some(1))),
+                Err(Duration::from_secs(50)),
+            ),
+            (
+                "interval passed",
+                gitsync(&[], handled.clone()),
+                Some((at(900), Some(1))),
+                Ok(()),
+            ),
+            (
+                "spec changed",
+                gitsync(&[], handled.clone()),
+                Some((at(990), Some(0))),
+                Ok(()),
+            ),
+            (
+                "sync now",
+                gitsync(&[(REQUESTED_AT_ANNOTATION, "t2")], handled.clone()),
+                Some((at(999), Some(1))),
+                Ok(()),
+            ),
+            (
+                "request already handled",
+                gitsync(&[(REQUESTED_AT_ANNOTATION, "t1")], handled.clone()),
+                Some((at(990), Some(1))),
+                Err(Duration::from_secs(50)),
+            ),
+        ];
+        for (what, gs, last, expected) in cases {
+            assert_eq!(sync_due(&gs, last, minute, at(1000)), expected, "{what}");
+        }
+    }
+
+    fn applied(rev: &str) -> Attempt {
+        Attempt {
+            revision: Some(rev.into()),
+            ref_name: "main".into(),
+            outcome: SyncOutcome::Applied(vec![]),
+            started_at: at(10),
+            requested_at: None,
+        }
+    }
+
+    #[test]
+    fn an_unchanged_resync_changes_no_status_and_records_nothing() {
+        let first = next_status(&GitSyncStatus::default(), &applied("aaaa"), Some(1), at(11));
+        assert_eq!(first.last_applied_revision.as_deref(), Some("aaaa"));
+        assert_eq!(first.history.len(), 1);
+        assert_eq!(
+            transitions(&GitSyncStatus::default(), &first)[0].0,
+            events::SYNCED
+        );
+        let again = next_status(&first, &applied("aaaa"), Some(1), at(71));
+        assert_eq!(again, first);
+        assert!(transitions(&first, &again).is_empty());
+    }
+
+    #[test]
+    fn a_failed_render_keeps_the_last_good_revision_and_says_where() {
+        let good = next_status(&GitSyncStatus::default(), &applied("aaaa"), Some(1), at(11));
+        let bad = Attempt {
+            revision: Some("bbbb".into()),
+            outcome: SyncOutcome::Failed {
+                reason: reasons::RENDER_FAILED,
+                message: "apps/web.yaml:3:1: invalid YAML".into(),
+            },
+            ..applied("bbbb")
+        };
+        let after = next_status(&good, &bad, Some(1), at(20));
+        assert_eq!(after.last_applied_revision.as_deref(), Some("aaaa"));
+        assert_eq!(after.last_fetched_revision.as_deref(), Some("bbbb"));
+        let ready = conditions::find(&after.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::RENDER_FAILED)
+        );
+        assert!(ready.message.contains("apps/web.yaml:3"));
+        let t = transitions(&good, &after);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].0, events::SYNC_FAILED);
+        // The same failure again: no new Event, no new history entry, no write.
+        assert_eq!(next_status(&after, &bad, Some(1), at(80)), after);
+        // Fixed: Ready again, with the new revision.
+        let fixed = next_status(&after, &applied("cccc"), Some(1), at(90));
+        assert!(conditions::is_true(&fixed.conditions, types::READY));
+        assert_eq!(fixed.history.len(), 3);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut s = GitSyncStatus::default();
+        for i in 0..25 {
+            s = next_status(&s, &applied(&format!("{i:04}")), Some(1), at(i));
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        assert_eq!(s.history[0].revision, "0024");
+    }
+}
