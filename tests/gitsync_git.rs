@@ -1,9 +1,9 @@
 //! The Git layer against real remotes on loopback: `git daemon` for `git://` (fetch and push), and
 //! `git http-backend` behind an axum server that checks `Authorization`, for HTTP credentials.
 
-mod support;
 #[path = "support/git_remote.rs"]
 mod git_remote;
+mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use git_remote::{Daemon, Fixture, HttpRemote, KEY, run_git};
 use support::TempDir;
 use weir::gitsync::git::{Author, CommitInfo, Git, GitAuth, GitCli, GitError, GitRefSpec};
-
 
 fn count_objects(mirror: &Path) -> u64 {
     let git_dir = format!("--git-dir={}", mirror.display());

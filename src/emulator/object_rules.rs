@@ -386,8 +386,37 @@ fn invalid(rt: &ResourceType, name: &str, causes: Vec<(String, String, String)>)
     ApiError::invalid(&rt.group, &rt.kind, name, causes)
 }
 
+/// Folds a Secret's write-only `stringData` into `data`, as the API server does: clients write
+/// plain text, and every reader sees base64 in `data` only.
+fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
+    if !(rt.group.is_empty() && rt.kind == "Secret") {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(plain)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in plain {
+            let text = value.as_str().unwrap_or_default().as_bytes().to_vec();
+            let encoded =
+                serde_json::to_value(k8s_openapi::ByteString(text)).unwrap_or(Value::Null);
+            data.insert(key, encoded);
+        }
+    }
+}
+
 /// Prunes, defaults and validates a custom resource; built-in kinds only get their name checked.
 fn validate(rt: &ResourceType, obj: &mut Value, ctx: &WriteContext) -> Result<(), ApiError> {
+    fold_string_data(rt, obj);
     let name = name_of(obj).to_string();
     if let Err(msg) = validate_name(rt, &name) {
         return Err(invalid(

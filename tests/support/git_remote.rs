@@ -357,4 +357,3 @@ fn cgi_response(raw: &[u8]) -> Response {
         .body(Body::from(body.to_vec()))
         .unwrap()
 }
-
