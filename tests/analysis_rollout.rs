@@ -7,40 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use support::{Cluster, repo_root};
-
-/// A simulated app with two versions: `good` answers 200s, `bad` answers half 500s. Counters grow with
-/// time, as real ones do under steady load.
-async fn app() -> (String, tokio::task::JoinHandle<()>) {
-    let started = Instant::now();
-    let metrics = move || async move {
-        let t = started.elapsed().as_secs_f64();
-        let mut out = String::from("# TYPE http_requests_total counter\n");
-        for (version, ok, err) in [("good", 100.0 * t, 0.0), ("bad", 50.0 * t, 50.0 * t)] {
-            out.push_str(&format!(
-                "http_requests_total{{version=\"{version}\",code=\"200\"}} {ok}\n"
-            ));
-            out.push_str(&format!(
-                "http_requests_total{{version=\"{version}\",code=\"500\"}} {err}\n"
-            ));
-        }
-        out
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            axum::Router::new().route("/metrics", get(metrics)),
-        )
-        .await;
-    });
-    (addr, server)
-}
 
 fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar =
@@ -79,27 +49,9 @@ async fn setup(
     prometheus::Prometheus,
     Vec<tokio::task::JoinHandle<()>>,
 ) {
-    let (target, app) = app().await;
+    let (target, app) = prometheus::two_version_app().await;
     let prom = prometheus::Prometheus::scraping(&target).await;
-    // Rates need a few scrapes; wait until Prometheus has them so the analysis measures real data.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let ready_query = format!(
-        "{}/api/v1/query?query=min(count_over_time(http_requests_total%5B10s%5D))%20%3E%3D%203",
-        prom.url()
-    );
-    support::wait_for(
-        "Prometheus to have scraped the app three times",
-        Duration::from_secs(60),
-        || {
-            let (http, url) = (http.clone(), ready_query.clone());
-            async move {
-                let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
-                (!body["data"]["result"].as_array()?.is_empty()).then_some(())
-            }
-        },
-    )
-    .await;
+    prom.wait_for_scrapes().await;
     let c = Cluster::start(tag).await;
     c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
         .await;

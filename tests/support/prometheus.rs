@@ -109,6 +109,37 @@ impl Prometheus {
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
+    /// Waits until every series has three samples in the last 10s, so that rates are real data
+    /// and an analysis does not start on an empty result.
+    pub async fn wait_for_scrapes(&self) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let url = format!(
+            "{}/api/v1/query?query=min(count_over_time(http_requests_total%5B10s%5D))%20%3E%3D%203",
+            self.url()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let body: Option<serde_json::Value> = match http.get(&url).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            if body.is_some_and(|b| {
+                b["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+            }) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Prometheus did not scrape the app three times in 60s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -202,4 +233,33 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
         .await
         .ok()
         .flatten()
+}
+
+/// A simulated app with two versions: `good` answers 200s, `bad` answers half 500s. Counters grow with
+/// time, as real ones do under steady load.
+pub async fn two_version_app() -> (String, tokio::task::JoinHandle<()>) {
+    let started = std::time::Instant::now();
+    let metrics = move || async move {
+        let t = started.elapsed().as_secs_f64();
+        let mut out = String::from("# TYPE http_requests_total counter\n");
+        for (version, ok, err) in [("good", 100.0 * t, 0.0), ("bad", 50.0 * t, 50.0 * t)] {
+            out.push_str(&format!(
+                "http_requests_total{{version=\"{version}\",code=\"200\"}} {ok}\n"
+            ));
+            out.push_str(&format!(
+                "http_requests_total{{version=\"{version}\",code=\"500\"}} {err}\n"
+            ));
+        }
+        out
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            axum::Router::new().route("/metrics", axum::routing::get(metrics)),
+        )
+        .await;
+    });
+    (addr, server)
 }

@@ -1,0 +1,457 @@
+//! The loop weir closes: a release whose analysis fails goes back to stable in traffic, then in Git
+//! (one revert commit pushed to a real remote), then in the cluster, and ends Healthy on stable. Also:
+//! a controller killed mid-push, a commit that touched another app, and a remote that moved.
+
+#[path = "support/git_remote.rs"]
+mod git_remote;
+#[path = "support/prometheus.rs"]
+mod prometheus;
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::extract::Path as UrlPath;
+use git_remote::{Fixture, HttpRemote};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
+use support::{Cluster, kubectl_path, repo_root, wait_for};
+use weir::api::conditions;
+use weir::api::rollout::{GitRevertState, Rollout, RolloutPhase, RolloutStatus};
+use weir::gitsync::controller::Settings;
+use weir::gitsync::render::KustomizeCommand;
+
+const NS: &str = "default";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The app's files in Git: a Rollout whose analysis judges `version`, its Services and route, the
+/// analysis template, and another team's app next to it.
+fn app_files(version: &str, template: &str) -> Vec<(&'static str, String)> {
+    let rollout = format!(
+        r#"apiVersion: weir.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: web:{version}
+  strategy:
+    canary:
+      stableService: web-stable
+      canaryService: web-canary
+      scaleDownDelaySeconds: 1
+      abortScaleDownDelaySeconds: 1
+      trafficRouting:
+        gatewayAPI:
+          httpRoutes:
+          - name: web
+      steps:
+      - setWeight: 50
+      - analysis:
+          templates:
+          - templateName: error-rate
+          args:
+          - name: version
+            value: "{version}"
+      - setWeight: 100
+"#
+    );
+    let services = ["web-stable", "web-canary"]
+        .map(|n| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n"))
+        .join("---\n");
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web\nspec:\n  rules:\n  - backendRefs:\n    - name: web-stable\n      port: 80\n      weight: 100\n    - name: web-canary\n      port: 80\n      weight: 0\n";
+    vec![
+        ("apps/web/rollout.yaml", rollout),
+        ("apps/web/services.yaml", services),
+        ("apps/web/route.yaml", route.to_string()),
+        ("apps/web/analysis.yaml", template.to_string()),
+        (
+            "apps/shop/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  mode: calm\n"
+                .to_string(),
+        ),
+    ]
+}
+
+fn commit(fx: &Fixture, message: &str, files: &[(&'static str, String)]) -> String {
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    fx.commit(message, &refs)
+}
+
+/// A template judging the error rate that Prometheus computes from the two-version app.
+fn prometheus_template(address: &str) -> String {
+    let query = r#"(sum(rate(http_requests_total{version="{{args.version}}",code=~"5.."}[5s])) or vector(0)) / sum(rate(http_requests_total{version="{{args.version}}"}[5s]))"#;
+    format!(
+        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 3\n    initialDelay: 3s\n    failureLimit: 0\n    successCondition: \"result[0] < 0.05\"\n    provider:\n      prometheus:\n        address: {address}\n        query: '{query}'\n"
+    )
+}
+
+/// A template reading the error rate from a small JSON endpoint (for the tests about Git, not
+/// metrics).
+fn web_template(base: &str) -> String {
+    format!(
+        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 2\n    failureLimit: 0\n    successCondition: \"result < 0.05\"\n    provider:\n      web:\n        url: {base}/rate/{{{{args.version}}}}\n        jsonPath: \"{{$.errorRate}}\"\n"
+    )
+}
+
+async fn error_rate_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new().route(
+        "/rate/{version}",
+        axum::routing::get(|UrlPath(version): UrlPath<String>| async move {
+            let rate = if version == "bad" { 0.5 } else { 0.0 };
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                json!({"errorRate": rate}).to_string(),
+            )
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (base, task)
+}
+
+struct World {
+    c: Cluster,
+    fx: Fixture,
+    remote: HttpRemote,
+}
+
+impl World {
+    async fn new(tag: &str) -> World {
+        let c = Cluster::start(tag).await;
+        for dir in ["crds", "e2e/crds"] {
+            c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
+                .await;
+        }
+        let fx = Fixture::new(tag);
+        let remote = HttpRemote::open(&fx.served).await;
+        World { c, fx, remote }
+    }
+
+    async fn gitsync(&self) {
+        let gs = json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync", "metadata": {"name": "apps", "namespace": NS},
+            "spec": {"url": self.remote.url("apps.git"), "ref": {"branch": "main"}, "path": "apps", "interval": "1s", "prune": true,
+                     "revert": {"author": {"name": "weir bot", "email": "bot@weir.example"}}}});
+        let api: Api<weir::api::GitSync> = Api::namespaced(self.c.client(), NS);
+        api.patch(
+            "apps",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&gs),
+        )
+        .await
+        .expect("create GitSync");
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            cache_dir: self.fx.dir.path().join("cache"),
+            kustomize: KustomizeCommand::Kubectl(kubectl_path()),
+        }
+    }
+
+    /// All three controllers in this process.
+    fn controllers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(weir::rollout::controller::run(self.c.client())),
+            tokio::spawn(weir::analysis::controller::run(self.c.client())),
+            tokio::spawn(weir::gitsync::controller::run(
+                self.c.client(),
+                self.settings(),
+            )),
+        ]
+    }
+
+    /// `weir run` as a separate process, as it runs in a cluster.
+    fn weir_run(&self) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&self.c.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.fx.dir.path().join("cache"))
+            .arg("--kubectl")
+            .arg(kubectl_path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start weir run")
+    }
+
+    async fn rollout(&self) -> Option<Rollout> {
+        Api::<Rollout>::namespaced(self.c.client(), NS)
+            .get_opt("web")
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn status_where(
+        &self,
+        what: &str,
+        check: impl Fn(&RolloutStatus) -> bool,
+    ) -> RolloutStatus {
+        wait_for(what, WAIT, || async {
+            let s = self.rollout().await?.status?;
+            check(&s).then_some(s)
+        })
+        .await
+    }
+
+    async fn route_weights(&self) -> Vec<i64> {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(self.c.client(), NS, &ar);
+        let route = serde_json::to_value(api.get("web").await.unwrap()).unwrap();
+        route["spec"]["rules"][0]["backendRefs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["name"] == "web-canary")
+            .map(|r| r["weight"].as_i64().unwrap_or(1))
+            .collect()
+    }
+
+    /// Commits on the remote's main after `base`, newest first: (sha, full message).
+    fn commits_after(&self, base: &str) -> Vec<(String, String)> {
+        let log = self
+            .fx
+            .remote_git(&["log", "--format=%H%x1f%B%x1e", &format!("{base}..main")]);
+        log.split('\u{1e}')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .filter_map(|e| e.split_once('\u{1f}'))
+            .map(|(sha, msg)| (sha.to_string(), msg.to_string()))
+            .collect()
+    }
+
+    fn main_tip(&self) -> String {
+        self.fx.remote_git(&["rev-parse", "main"])
+    }
+}
+
+fn healthy(s: &RolloutStatus) -> bool {
+    s.phase == Some(RolloutPhase::Healthy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_mid_push() {
+    let (target, _app) = prometheus::two_version_app().await;
+    let prom = prometheus::Prometheus::scraping(&target).await;
+    prom.wait_for_scrapes().await;
+    let world = World::new("revert-loop").await;
+    let template = prometheus_template(&prom.url());
+    let good = commit(&world.fx, "web good", &app_files("good", &template));
+    world.gitsync().await;
+    let mut weir = world.weir_run();
+    let stable = world
+        .status_where("web:good Healthy", |s| {
+            healthy(s) && s.stable_commit.is_some()
+        })
+        .await;
+    let stable_hash = stable.stable_rs.clone().unwrap();
+    assert_eq!(stable.stable_commit.as_deref(), Some(good.as_str()));
+
+    // The bad release: its push will reach the remote and hang there while weir is killed.
+    world.remote.hold_pushes(true);
+    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    // 1. analysis fails; 2. traffic is back on stable before anything is pushed.
+    let aborted = world
+        .status_where("the release aborted by failed analysis", |s| {
+            s.abort
+                && conditions::find(&s.conditions, "Progressing")
+                    .is_some_and(|c| c.reason == "AnalysisRunFailed")
+        })
+        .await;
+    let bad_hash = aborted.current_pod_hash.clone().unwrap();
+    assert_ne!(bad_hash, stable_hash);
+    wait_for("traffic back on stable", WAIT, || async {
+        (world.route_weights().await == [0]).then_some(())
+    })
+    .await;
+    let pending = world
+        .status_where("the revert recorded before the push", |s| {
+            s.git_revert
+                .as_ref()
+                .is_some_and(|r| r.state == GitRevertState::Pending && r.revert_commit.is_some())
+        })
+        .await;
+    assert_eq!(pending.git_revert.unwrap().reverted_commits, [bad.clone()]);
+    wait_for("the push to reach the remote", WAIT, || async {
+        (world.remote.push_count() >= 1).then_some(())
+    })
+    .await;
+
+    // Killed between abort and push; the push it had in flight fails.
+    weir.kill().await.unwrap();
+    world.remote.hold_pushes(false);
+    assert_eq!(world.main_tip(), bad, "nothing landed while weir was down");
+
+    let mut weir = world.weir_run();
+    // 3. exactly one revert commit, naming the bad commit.
+    let reverts = wait_for("the revert commit on the remote", WAIT, || async {
+        let after = world.commits_after(&bad);
+        (!after.is_empty()).then_some(after)
+    })
+    .await;
+    assert_eq!(reverts.len(), 1, "{reverts:?}");
+    let (revert_sha, message) = &reverts[0];
+    assert!(
+        message.contains(&format!("This reverts commit {bad}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("web") && message.contains("error-rate"),
+        "{message}"
+    );
+    // 4. the sync applies it; 5. the Rollout is Healthy on the stable hash, with GitReverted.
+    let end = world
+        .status_where("Healthy on stable after the revert", |s| {
+            healthy(s) && s.current_pod_hash.as_deref() == Some(stable_hash.as_str())
+        })
+        .await;
+    let revert = end.git_revert.clone().unwrap();
+    assert_eq!(revert.state, GitRevertState::Pushed);
+    assert_eq!(revert.revert_commit.as_deref(), Some(revert_sha.as_str()));
+    let reverted = conditions::find(&end.conditions, "GitReverted").expect("GitReverted");
+    assert_eq!(reverted.status, "True");
+    assert!(reverted.message.contains(&bad[..12]) && reverted.message.contains(&revert_sha[..12]));
+    let gs: weir::api::GitSync = Api::namespaced(world.c.client(), NS)
+        .get("apps")
+        .await
+        .unwrap();
+    assert_eq!(
+        gs.status.unwrap().last_applied_revision.as_deref(),
+        Some(revert_sha.as_str())
+    );
+    assert_eq!(world.route_weights().await, [0]);
+
+    // Nothing more is pushed later.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(world.c.client(), NS);
+    let reverted_events = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("GitReverted"))
+        .count();
+    assert_eq!(reverted_events, 1);
+    assert_eq!(world.commits_after(&bad).len(), 1);
+    weir.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_commit_that_touched_another_app_is_not_reverted() {
+    let (base, _rates) = error_rate_server().await;
+    let world = World::new("revert-blocked").await;
+    let template = web_template(&base);
+    commit(&world.fx, "web good", &app_files("good", &template));
+    world.gitsync().await;
+    let _controllers = world.controllers();
+    world
+        .status_where("web:good Healthy", |s| {
+            healthy(s) && s.stable_commit.is_some()
+        })
+        .await;
+
+    let mut files = app_files("bad", &template);
+    files.push((
+        "apps/shop/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  mode: busy\n".into(),
+    ));
+    let bad = commit(&world.fx, "web bad, and shop busy", &files);
+    let blocked = world
+        .status_where("GitRevertBlocked", |s| {
+            conditions::is_true(&s.conditions, "GitRevertBlocked")
+        })
+        .await;
+    let condition = conditions::find(&blocked.conditions, "GitRevertBlocked").unwrap();
+    assert_eq!(condition.reason, "CommitTouchesOtherFiles");
+    assert!(
+        condition.message.contains("apps/shop/config.yaml"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(blocked.git_revert.unwrap().state, GitRevertState::Blocked);
+    assert_eq!(world.route_weights().await, [0], "traffic stays on stable");
+    assert_eq!(world.main_tip(), bad, "nothing pushed");
+    assert_eq!(world.remote.push_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revert_lands_on_top_of_a_remote_that_moved() {
+    let (base, _rates) = error_rate_server().await;
+    let world = World::new("revert-moved").await;
+    let template = web_template(&base);
+    commit(&world.fx, "web good", &app_files("good", &template));
+    world.gitsync().await;
+    let _controllers = world.controllers();
+    world
+        .status_where("web:good Healthy", |s| {
+            healthy(s) && s.stable_commit.is_some()
+        })
+        .await;
+
+    world.remote.hold_pushes(true);
+    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    wait_for("weir's push to reach the remote", WAIT, || async {
+        (world.remote.push_count() >= 1).then_some(())
+    })
+    .await;
+    // Someone else pushes while weir's push is in flight.
+    let theirs = world.fx.commit(
+        "shop: busy",
+        &[(
+            "apps/shop/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  mode: busy\n",
+        )],
+    );
+    world.remote.hold_pushes(false);
+
+    let end = world
+        .status_where("the revert pushed", |s| {
+            s.git_revert
+                .as_ref()
+                .is_some_and(|r| r.state == GitRevertState::Pushed)
+        })
+        .await;
+    let after = world.commits_after(&theirs);
+    assert_eq!(
+        after.len(),
+        1,
+        "one revert, on top of their commit: {after:?}"
+    );
+    assert_eq!(
+        end.git_revert.unwrap().revert_commit.as_deref(),
+        Some(after[0].0.as_str())
+    );
+    assert!(after[0].1.contains(&format!("This reverts commit {bad}")));
+    // Their change is still there, and the revert undid only web's.
+    let shop = world.fx.remote_git(&["show", "main:apps/shop/config.yaml"]);
+    assert!(shop.contains("busy"), "{shop}");
+    let web = world.fx.remote_git(&["show", "main:apps/web/rollout.yaml"]);
+    assert!(web.contains("web:good"), "{web}");
+    world
+        .status_where("Healthy on stable", |s| {
+            healthy(s)
+                && s.current_pod_hash == s.stable_rs
+                && s.stable_commit.as_deref() != Some(bad.as_str())
+        })
+        .await;
+}
