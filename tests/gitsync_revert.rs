@@ -291,7 +291,10 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
                 .is_some_and(|r| r.state == GitRevertState::Pending && r.revert_commit.is_some())
         })
         .await;
-    assert_eq!(pending.git_revert.unwrap().reverted_commits, std::slice::from_ref(&bad));
+    assert_eq!(
+        pending.git_revert.unwrap().reverted_commits,
+        std::slice::from_ref(&bad)
+    );
     wait_for("the push to reach the remote", WAIT, || async {
         (world.remote.push_count() >= 1).then_some(())
     })

@@ -514,3 +514,60 @@ async fn route_weights_stay_the_rollouts_through_syncs_during_a_pause() {
         Some(weir::api::RolloutPhase::Paused)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_and_namespaces_are_applied_before_what_needs_them() {
+    let env = Env::start("gs-order", None).await;
+    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: team\nspec:\n  size: 3\n";
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+"#;
+    // File order puts the Widget first; apply order must not.
+    let c1 = env.fx.commit(
+        "widgets",
+        &[
+            ("apps/a-widget.yaml", widget),
+            ("apps/b-namespace.yaml", namespace),
+            ("apps/c-crd.yaml", crd),
+        ],
+    );
+    env.create_gitsync(
+        json!({"url": env.url(), "ref": {"branch": "main"}, "path": "apps", "interval": "1s"}),
+    )
+    .await;
+    let gs = env.synced(&c1).await;
+    let kinds: Vec<String> = gs
+        .status
+        .unwrap()
+        .inventory
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["CustomResourceDefinition", "Namespace", "Widget"]);
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(env.c.client(), "team", &ar);
+    let w = widgets.get("w1").await.unwrap();
+    assert_eq!(w.data["spec"]["size"], 3);
+}

@@ -350,7 +350,7 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
     let key = format!("{ns}/{name}");
     let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &ns);
     // The watch cache may lag our own status write; deciding from it would sync twice.
-    let Some(gs) = api
+    let Some(mut gs) = api
         .get_opt(&name)
         .await
         .map_err(api_err(format!("reading GitSync {key}")))?
@@ -376,14 +376,8 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
                 started_at: now,
                 requested_at: None,
             };
-            write_status(
-                &ctx,
-                &gs,
-                &old,
-                next_status(&old, &attempt, gs.metadata.generation, now),
-                now,
-            )
-            .await?;
+            let new = next_status(&old, &attempt, gs.metadata.generation, now);
+            write_status(&ctx, &mut gs, &old, new, now).await?;
             return Ok(Requeue::await_change());
         }
     };
@@ -397,14 +391,8 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
                 started_at: now,
                 requested_at: None,
             };
-            write_status(
-                &ctx,
-                &gs,
-                &old,
-                next_status(&old, &attempt, gs.metadata.generation, now),
-                now,
-            )
-            .await?;
+            let new = next_status(&old, &attempt, gs.metadata.generation, now);
+            write_status(&ctx, &mut gs, &old, new, now).await?;
             return Ok(Requeue::requeue(interval));
         }
     };
@@ -451,7 +439,7 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
         return Ok(Requeue::requeue(wait));
     }
     let requested_at = gs.annotations().get(REQUESTED_AT_ANNOTATION).cloned();
-    let attempt = match tokio::time::timeout(timeout, sync(&ctx, &gs, &key, &auth, &old)).await {
+    let attempt = match tokio::time::timeout(timeout, sync(&ctx, &mut gs, &key, &auth)).await {
         Ok(attempt) => attempt,
         Err(_) => Attempt {
             revision: None,
@@ -470,8 +458,10 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
         ..attempt
     };
     let finished = (ctx.clock)();
+    // The sync may have written Reconciling; build on what is stored now.
+    let old = gs.status.clone().unwrap_or_default();
     let new = next_status(&old, &attempt, gs.metadata.generation, finished);
-    write_status(&ctx, &gs, &old, new, finished).await?;
+    write_status(&ctx, &mut gs, &old, new, finished).await?;
     ctx.last_sync
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -479,14 +469,9 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
     Ok(Requeue::requeue(interval))
 }
 
-/// Fetch, render (cached per revision), apply, prune.
-async fn sync(
-    ctx: &Context,
-    gs: &GitSync,
-    key: &str,
-    auth: &GitAuth,
-    old: &GitSyncStatus,
-) -> Attempt {
+/// Fetch, render (cached per revision), apply, prune. A new revision is announced first with
+/// `Reconciling=True`.
+async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Attempt {
     let ref_name = ref_name(gs);
     let failed = |revision: Option<String>, reason: &'static str, message: String| Attempt {
         revision,
@@ -500,6 +485,26 @@ async fn sync(
         Ok(r) => r,
         Err(e) => return failed(None, reasons::FETCH_FAILED, e.to_string()),
     };
+    let old = gs.status.clone().unwrap_or_default();
+    let new_revision = [&old.last_applied_revision, &old.last_fetched_revision]
+        .iter()
+        .all(|r| r.as_deref() != Some(revision.as_str()));
+    if new_revision {
+        let now = (ctx.clock)();
+        let mut announced = old.clone();
+        announced.last_fetched_revision = Some(revision.clone());
+        let text = format!("Applying revision {ref_name}@{}", short(&revision));
+        conditions::set(
+            &mut announced.conditions,
+            conditions::reconciling(text, now, gs.metadata.generation),
+        );
+        // Only informative: if it cannot be written, the final status still is.
+        if let Err(e) = write_status(ctx, gs, &old, announced, now).await {
+            tracing::debug!(error = %e, "writing Reconciling");
+        }
+    }
+    let old = gs.status.clone().unwrap_or_default();
+    let gs = &*gs;
     let objects = match rendered(ctx, gs, key, &revision).await {
         Ok(o) => o,
         Err(message) => return failed(Some(revision), reasons::RENDER_FAILED, message),
@@ -586,9 +591,11 @@ async fn rendered(
     Ok(objects)
 }
 
+/// Writes `new` when it differs from `old`, recording the Events of the change first; `gs` takes the
+/// stored result, so a later write in the same pass is not refused as stale.
 async fn write_status(
     ctx: &Context,
-    gs: &GitSync,
+    gs: &mut GitSync,
     old: &GitSyncStatus,
     new: GitSyncStatus,
     now: Timestamp,
@@ -655,7 +662,10 @@ async fn write_status(
         ..Default::default()
     };
     match api.replace_status(&name, &pp, &next).await {
-        Ok(_) => Ok(()),
+        Ok(stored) => {
+            *gs = stored;
+            Ok(())
+        }
         // Changed since we read it (a person edited it): the next pass decides again.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(api_err(format!("writing status of GitSync {ns}/{name}"))(e)),
