@@ -53,6 +53,10 @@ pub const REASON_DROPPED: &str = "AlertDropped";
 pub const EVENT_GIT_REVERTED: &str = "GitReverted";
 /// Event reason (Rollout) of a Git revert that weir would not or could not make.
 pub const EVENT_GIT_REVERT_BLOCKED: &str = "GitRevertBlocked";
+/// `reportingComponent` of the Rollout controller's Events.
+const ROLLOUT_CONTROLLER: &str = "weir.io/rollout-controller";
+/// Longest wait for the Rollout status that goes with an Event.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
 /// Keys remembered in memory after they were sent.
 const RECENT_KEYS: usize = 4096;
 
@@ -234,14 +238,7 @@ async fn handle(shared: &Shared, delivery: &Delivery, ev: &CoreEvent) {
     let reason = ev.reason.clone().unwrap_or_default();
     let message = ev.message.clone().unwrap_or_default();
     let warning = ev.type_.as_deref() == Some("Warning");
-    let rollouts: Api<Rollout> = Api::namespaced(shared.client.clone(), &ns);
-    let rollout = match rollouts.get_opt(&rollout_name).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, rollout = %rollout_name, "reading the Rollout of an Event failed");
-            None
-        }
-    };
+    let rollout = read_rollout(shared, &ns, &rollout_name, ev).await;
     let status = rollout
         .as_ref()
         .and_then(|r| r.status.clone())
@@ -349,6 +346,42 @@ async fn handle(shared: &Shared, delivery: &Delivery, ev: &CoreEvent) {
     }
 }
 
+/// The Rollout controller records an Event before it writes the status that goes with it, and
+/// counts its Events in `status.recordedEvents`; the sequence number is part of the Event's name
+/// (`<rollout>.<uid>.<seq>-<hash>`).
+fn rollout_event_seq(ev: &CoreEvent) -> Option<i64> {
+    if ev.reporting_component.as_deref() != Some(ROLLOUT_CONTROLLER) {
+        return None;
+    }
+    let name = ev.metadata.name.as_deref()?;
+    name.rsplit('.').next()?.split('-').next()?.parse().ok()
+}
+
+/// The Rollout as it was once the status that goes with the Event was written: the alert needs
+/// that status (abort reason, step, revert). Waits at most [`STATUS_WAIT`] for it.
+async fn read_rollout(shared: &Shared, ns: &str, name: &str, ev: &CoreEvent) -> Option<Rollout> {
+    let api: Api<Rollout> = Api::namespaced(shared.client.clone(), ns);
+    let seq = rollout_event_seq(ev);
+    let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    loop {
+        let rollout = match api.get_opt(name).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, rollout = %name, "reading the Rollout of an Event failed");
+                None
+            }
+        };
+        let written = match (&rollout, seq) {
+            (Some(r), Some(seq)) => r.status.as_ref().is_some_and(|s| s.recorded_events > seq),
+            _ => true,
+        };
+        if written || tokio::time::Instant::now() >= deadline {
+            return rollout;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn provider_id(p: &AlertProvider) -> String {
     format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
@@ -414,6 +447,17 @@ async fn target(client: &Client, p: &AlertProvider) -> Result<Target, TargetErro
     })
 }
 
+/// The abort reason a message shows, when the Rollout's status cannot say.
+fn reason_from_message(message: &str, recorded: &str) -> String {
+    if message.starts_with(reasons::PROGRESS_DEADLINE_EXCEEDED) {
+        reasons::PROGRESS_DEADLINE_EXCEEDED.to_owned()
+    } else if message.contains("AnalysisRun ") {
+        reasons::ANALYSIS_RUN_FAILED.to_owned()
+    } else {
+        recorded.to_owned()
+    }
+}
+
 struct AlertInput<'a> {
     key: &'a str,
     event: AlertEvent,
@@ -439,7 +483,7 @@ async fn build_alert(shared: &Shared, input: AlertInput<'_>) -> Alert {
             .find(|c| c.type_ == types::PROGRESSING && !c.reason.is_empty())
             .map(|c| c.reason.clone())
             .filter(|_| status.aborted_at.is_some())
-            .unwrap_or_else(|| input.reason.to_owned()),
+            .unwrap_or_else(|| reason_from_message(input.message, input.reason)),
         _ => input.reason.to_owned(),
     };
     let wants_run = matches!(
