@@ -48,6 +48,9 @@ struct RunArgs {
     /// With --embedded: listen address of the emulator.
     #[arg(long, default_value = "127.0.0.1:0")]
     emulator_addr: SocketAddr,
+    /// The cluster's name as people know it; every chat alert names it.
+    #[arg(long, env = "WEIR_CLUSTER_NAME")]
+    cluster_name: Option<String>,
 }
 
 #[cfg(feature = "emulator")]
@@ -186,10 +189,38 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API")?;
     println!("connected to Kubernetes {}", version.git_version);
-    println!("controllers: rollout, analysis; press Ctrl-C to stop");
+    let cluster_name = args
+        .cluster_name
+        .clone()
+        .or_else(|| {
+            // Without a name, the kubeconfig context people already use for this cluster.
+            let kubeconfig = match &args.kubeconfig {
+                Some(path) => kube::config::Kubeconfig::read_from(path).ok(),
+                None if args.embedded => None,
+                None => kube::config::Kubeconfig::read().ok(),
+            };
+            kubeconfig.and_then(|k| k.current_context)
+        })
+        .unwrap_or_else(|| {
+            if args.embedded {
+                "emulator"
+            } else {
+                "kubernetes"
+            }
+            .to_owned()
+        });
+    let notify = weir::notify::controller::NotifyConfig {
+        cluster_name,
+        ..Default::default()
+    };
+    println!(
+        "controllers: rollout, analysis, alerts (cluster name {:?}); press Ctrl-C to stop",
+        notify.cluster_name
+    );
     tokio::select! {
         _ = weir::rollout::controller::run(client.clone()) => {}
-        _ = weir::analysis::controller::run(client) => {}
+        _ = weir::analysis::controller::run(client.clone()) => {}
+        _ = weir::notify::controller::run_with(client, notify) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())
