@@ -951,4 +951,95 @@ mod tests {
             Some(AlertEvent::GitRevertBlocked)
         );
     }
+
+    fn run(yaml: &str) -> AnalysisRun {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    const FAILED_RUN: &str = r#"
+apiVersion: weir.io/v1alpha1
+kind: AnalysisRun
+metadata: {name: web-abc-step1-3, namespace: shop}
+spec:
+  metrics:
+    - name: latency
+      successCondition: "result[0] < 0.3"
+      provider: {prometheus: {address: "http://p", query: "q"}}
+    - name: error-rate
+      successCondition: "result[0] < 0.05"
+      failureCondition: "result[0] > 0.2"
+      failureLimit: 2
+      provider: {prometheus: {address: "http://p", query: "q"}}
+status:
+  phase: Failed
+  metricResults:
+    - name: latency
+      phase: Successful
+      count: 3
+      successful: 3
+    - name: error-rate
+      phase: Failed
+      count: 4
+      failed: 3
+      successful: 1
+      message: "error-rate: [0.5] met failureCondition \"result[0] > 0.2\" (failed 3 > failureLimit 2)"
+      measurements:
+        - {phase: Successful, value: "[0.01]"}
+        - {phase: Failed, value: "[0.5]", message: "error-rate: [0.5] met failureCondition \"result[0] > 0.2\""}
+        - {phase: Failed, value: "[0.45]", message: "error-rate: [0.45] met failureCondition \"result[0] > 0.2\""}
+"#;
+
+    #[test]
+    fn evidence_names_the_failed_metric_its_last_failed_value_and_the_condition_it_met() {
+        let e = evidence_from_run(
+            &run(FAILED_RUN),
+            &[AnalysisPhase::Failed, AnalysisPhase::Error],
+        )
+        .unwrap();
+        assert_eq!(e.run, "web-abc-step1-3");
+        assert_eq!(e.metric, "error-rate");
+        assert_eq!(e.value.as_deref(), Some("[0.45]"));
+        assert_eq!(
+            e.condition.as_deref(),
+            Some("failureCondition: result[0] > 0.2")
+        );
+        assert_eq!((e.failures, e.limit), (3, 2));
+        assert!(e.message.unwrap().contains("failureLimit 2"));
+    }
+
+    #[test]
+    fn a_dry_run_metric_never_explains_a_rollback() {
+        let yaml = FAILED_RUN.replace(
+            "      phase: Failed\n      count: 4",
+            "      phase: Failed\n      dryRun: true\n      count: 4",
+        );
+        assert_eq!(
+            evidence_from_run(&run(&yaml), &[AnalysisPhase::Failed]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_sequence_comes_from_the_rollout_controllers_event_names_only() {
+        let ev = |name: &str, component: &str| CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            reporting_component: Some(component.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            rollout_event_seq(&ev("web.1234abcd.7-0badf00d", ROLLOUT_CONTROLLER)),
+            Some(7)
+        );
+        assert_eq!(
+            rollout_event_seq(&ev("my.web.v2.1234abcd.12-00ff00ff", ROLLOUT_CONTROLLER)),
+            Some(12)
+        );
+        assert_eq!(
+            rollout_event_seq(&ev("web.1234abcd.7-0badf00d", "weir.io/gitsync")),
+            None
+        );
+    }
 }
