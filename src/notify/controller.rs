@@ -192,19 +192,23 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
         return;
     }
     let events: Api<CoreEvent> = Api::all(client);
-    watcher(events, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .for_each(|ev| {
-            let (shared, delivery) = (shared.clone(), delivery.clone());
-            async move {
-                match ev {
-                    Ok(ev) => handle(&shared, &delivery, &ev).await,
-                    Err(e) => tracing::debug!(error = %e, "event watch failed; retrying"),
-                }
+    // The API server filters, so a busy cluster's other Events never reach weir.
+    watcher(
+        events,
+        watcher::Config::default().fields("involvedObject.kind=Rollout"),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|ev| {
+        let (shared, delivery) = (shared.clone(), delivery.clone());
+        async move {
+            match ev {
+                Ok(ev) => handle(&shared, &delivery, &ev).await,
+                Err(e) => tracing::debug!(error = %e, "event watch failed; retrying"),
             }
-        })
-        .await;
+        }
+    })
+    .await;
 }
 
 fn event_time(ev: &CoreEvent) -> Option<Timestamp> {
