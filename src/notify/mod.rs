@@ -247,6 +247,8 @@ impl Alert {
                 f.push(("Revert blocked", r.clone()));
             }
         }
+        // Discord and Slack reject empty field values.
+        f.retain(|(_, value)| !value.trim().is_empty());
         f
     }
 
@@ -504,6 +506,22 @@ mod tests {
             cmds(AlertEvent::Completed, false),
             vec!["kubectl weir get rollout web -n shop"]
         );
+    }
+
+    #[test]
+    fn facts_leave_out_empty_values() {
+        let mut a = sample::rolled_back();
+        a.cluster = String::new();
+        a.git = Some(GitEvidence {
+            blocked_reason: Some(" ".into()),
+            ..GitEvidence::default()
+        });
+        let labels: Vec<&str> = a.facts().into_iter().map(|(l, _)| l).collect();
+        assert!(
+            !labels.contains(&"Cluster") && !labels.contains(&"Revert blocked"),
+            "{labels:?}"
+        );
+        assert!(labels.contains(&"Metric"));
     }
 
     #[test]
