@@ -96,6 +96,21 @@ async fn sent(c: &Cluster, provider: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+async fn ready(c: &Cluster, provider: &str) -> (String, String) {
+    let p = api(c, "weir.io", "v1alpha1", "AlertProvider", "alertproviders")
+        .get(provider)
+        .await
+        .unwrap();
+    let cond = p.data["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+        .unwrap_or(Value::Null);
+    (
+        cond["status"].as_str().unwrap_or("").to_owned(),
+        cond["reason"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
 async fn provider_events(c: &Cluster, provider: &str) -> Vec<CoreEvent> {
     Api::<CoreEvent>::namespaced(c.client(), "default")
         .list(&ListParams::default())
@@ -171,6 +186,10 @@ async fn named_providers_replace_the_defaults_and_filters_apply() {
         (sent(&c, "default").await.len() == 1 && sent(&c, "named").await.len() == 1).then_some(())
     })
     .await;
+    assert_eq!(
+        ready(&c, "default").await,
+        ("True".into(), "AlertDelivered".into())
+    );
     assert_eq!(
         default.accepted().len(),
         1,
@@ -249,6 +268,14 @@ async fn an_undeliverable_alert_becomes_an_event_on_the_provider_once() {
         (a.len() == 1 && b.len() == 1).then_some((a, b))
     })
     .await;
+    assert_eq!(
+        ready(&c, "broken").await,
+        ("False".into(), "AlertDeliveryFailed".into())
+    );
+    assert_eq!(
+        ready(&c, "no-secret").await,
+        ("False".into(), "SecretNotFound".into())
+    );
     for p in ["broken", "no-secret"] {
         let s = sent(&c, p).await;
         assert_eq!(s[0]["outcome"], "Failed");

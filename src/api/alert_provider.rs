@@ -177,7 +177,8 @@ pub struct AlertProviderStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: the address is valid and its Secret exists.
+    /// `Ready`: whether the last alert got through (reasons `AlertDelivered`,
+    /// `AlertDeliveryFailed`, `SecretNotFound`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -36,7 +36,7 @@ use crate::api::alert_provider::{
     SentAlertOutcome,
 };
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, MetricResult};
-use crate::api::conditions::{reasons, types};
+use crate::api::conditions::{self, ConditionStatus, reasons, types};
 use crate::api::rollout::{CanaryStep, Rollout, RolloutStatus, RolloutStrategy};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::replica_sets::ROLLOUT_LABEL;
@@ -47,6 +47,8 @@ pub const FIELD_MANAGER: &str = "weir-notify";
 pub const MAX_EVENT_AGE: Duration = Duration::from_secs(3600);
 /// Event reason on an AlertProvider when an alert could not be delivered.
 pub const REASON_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
+/// `Ready` reason of an AlertProvider whose last alert was delivered.
+pub const REASON_DELIVERED: &str = "AlertDelivered";
 /// Event reason on an AlertProvider when an alert was dropped because the queue was full.
 pub const REASON_DROPPED: &str = "AlertDropped";
 /// Event reason (Rollout) of a Git revert that was pushed, recorded by the revert writer.
@@ -323,8 +325,14 @@ async fn handle(shared: &Shared, delivery: &Delivery, ev: &CoreEvent) {
                     provider: &p,
                     alert: &alert,
                 };
-                record_failure(shared, &job_ref, &format!("not sent: {why}")).await;
-                remember(shared, &p, &alert, SentAlertOutcome::Failed).await;
+                let why = format!("not sent: {why}");
+                record_failure(shared, &job_ref, &why).await;
+                let ready = Ready {
+                    holds: false,
+                    reason: reasons::SECRET_NOT_FOUND,
+                    message: why,
+                };
+                remember(shared, &p, &alert, SentAlertOutcome::Failed, ready).await;
                 continue;
             }
         };
@@ -747,10 +755,15 @@ impl DeliveryReport for Recorder {
                 provider: &provider,
                 alert: &job.alert,
             };
-            let result = match outcome {
+            let (result, ready) = match outcome {
                 Outcome::Delivered { attempts } => {
                     tracing::info!(provider = %job.target.name, event = %job.alert.event, rollout = %job.alert.rollout, attempts, "alert delivered");
-                    SentAlertOutcome::Delivered
+                    let ready = Ready {
+                        holds: true,
+                        reason: REASON_DELIVERED,
+                        message: format!("The last alert ({}) was delivered", job.alert.event),
+                    };
+                    (SentAlertOutcome::Delivered, ready)
                 }
                 Outcome::Failed { attempts, error } => {
                     tracing::warn!(provider = %job.target.name, event = %job.alert.event, rollout = %job.alert.rollout, attempts, error = %error, "alert not delivered");
@@ -758,16 +771,17 @@ impl DeliveryReport for Recorder {
                     if let Some(source) = std::error::Error::source(error) {
                         why.push_str(&format!(": {source}"));
                     }
-                    record_failure(
-                        &self.shared,
-                        &job_ref,
-                        &format!("not delivered after {attempts} attempts: {why}"),
-                    )
-                    .await;
-                    SentAlertOutcome::Failed
+                    let why = format!("not delivered after {attempts} attempts: {why}");
+                    record_failure(&self.shared, &job_ref, &why).await;
+                    let ready = Ready {
+                        holds: false,
+                        reason: REASON_DELIVERY_FAILED,
+                        message: format!("The last alert ({}) was {why}", job.alert.event),
+                    };
+                    (SentAlertOutcome::Failed, ready)
                 }
             };
-            remember(&self.shared, &provider, &job.alert, result).await;
+            remember(&self.shared, &provider, &job.alert, result, ready).await;
         })
     }
 }
@@ -780,12 +794,21 @@ async fn record_failure(shared: &Shared, job: &JobRef<'_>, why: &str) {
     record_event(shared, job, REASON_DELIVERY_FAILED, &message).await;
 }
 
-/// Adds the alert to the provider's `status.sentAlerts`, keeping the newest ones.
+/// The provider's `Ready` condition after an alert: whether the last one got through.
+struct Ready {
+    holds: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// Adds the alert to the provider's `status.sentAlerts`, keeping the newest ones, and sets
+/// `Ready`.
 async fn remember(
     shared: &Shared,
     provider: &AlertProvider,
     alert: &Alert,
     outcome: SentAlertOutcome,
+    ready: Ready,
 ) {
     let _one_writer = shared.status_lock.lock().await;
     let ns = provider.namespace().unwrap_or_default();
@@ -808,6 +831,18 @@ async fn remember(
         });
         let excess = status.sent_alerts.len().saturating_sub(SENT_ALERTS_LIMIT);
         status.sent_alerts.drain(..excess);
+        conditions::set(
+            &mut status.conditions,
+            conditions::new(
+                types::READY,
+                ConditionStatus::from(ready.holds),
+                ready.reason,
+                ready.message.clone(),
+                Timestamp::now(),
+                fresh.metadata.generation,
+            ),
+        );
+        status.observed_generation = fresh.metadata.generation;
         fresh.status = Some(status);
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
