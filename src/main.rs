@@ -55,6 +55,9 @@ struct RunArgs {
     /// kubectl used to build kustomizations (`kubectl kustomize`).
     #[arg(long, env = "WEIR_KUBECTL", default_value = "kubectl")]
     kubectl: PathBuf,
+    /// The cluster's name as people know it; every chat alert names it.
+    #[arg(long, env = "WEIR_CLUSTER_NAME")]
+    cluster_name: Option<String>,
 }
 
 #[cfg(feature = "emulator")]
@@ -193,7 +196,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API")?;
     println!("connected to Kubernetes {}", version.git_version);
-    println!("controllers: rollout, analysis, gitsync; press Ctrl-C to stop");
+    let cluster_name = args
+        .cluster_name
+        .clone()
+        .or_else(|| {
+            // Without a name, the kubeconfig context people already use for this cluster.
+            let kubeconfig = match &args.kubeconfig {
+                Some(path) => kube::config::Kubeconfig::read_from(path).ok(),
+                None if args.embedded => None,
+                None => kube::config::Kubeconfig::read().ok(),
+            };
+            kubeconfig.and_then(|k| k.current_context)
+        })
+        .unwrap_or_else(|| {
+            if args.embedded {
+                "emulator"
+            } else {
+                "kubernetes"
+            }
+            .to_owned()
+        });
+    let notify = weir::notify::controller::NotifyConfig {
+        cluster_name,
+        ..Default::default()
+    };
+    println!(
+        "controllers: rollout, analysis, gitsync, alerts (cluster name {:?}); press Ctrl-C to stop",
+        notify.cluster_name
+    );
     let gitsync = weir::gitsync::controller::Settings {
         cache_dir: args.cache_dir.clone(),
         kustomize: weir::gitsync::render::KustomizeCommand::Kubectl(args.kubectl.clone()),
@@ -201,7 +231,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = weir::rollout::controller::run(client.clone()) => {}
         _ = weir::analysis::controller::run(client.clone()) => {}
-        _ = weir::gitsync::controller::run(client, gitsync) => {}
+        _ = weir::gitsync::controller::run(client.clone(), gitsync) => {}
+        _ = weir::notify::controller::run_with(client, notify) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -6,13 +6,15 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::secret::SecretRef;
+use super::secret::{SecretKeyRef, SecretRef};
 
 /// Key of the `secretRef` Secret that holds the address (webhook URL).
 pub const SECRET_KEY_ADDRESS: &str = "address";
 /// Optional key of the `secretRef` Secret holding a token sent as `Authorization: Bearer` by the
 /// webhook provider.
 pub const SECRET_KEY_TOKEN: &str = "token";
+/// How many alerts `status.sentAlerts` remembers per provider.
+pub const SENT_ALERTS_LIMIT: usize = 100;
 
 /// A destination for Rollout alerts.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -54,7 +56,8 @@ pub struct AlertProviderSpec {
     /// Name to post as, where the service supports choosing one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The events to send; all events when empty.
+    /// The events to send. When empty: every event except `Started`, `StepCompleted` and
+    /// `Resumed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub events: Vec<AlertEvent>,
@@ -62,12 +65,24 @@ pub struct AlertProviderSpec {
     /// `spec.alerts`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
+    /// `webhook` only: a Secret key holding the HMAC-SHA256 key that signs each request
+    /// (`X-Weir-Signature-256: sha256=<hex>` over the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
 }
 
 impl AlertProviderSpec {
-    /// Whether this provider wants the event.
+    /// Whether this provider wants the event. An empty `events` list means every event a
+    /// person needs to hear about: all but `Started`, `StepCompleted` and `Resumed`, which are
+    /// sent only when listed.
     pub fn accepts(&self, event: AlertEvent) -> bool {
-        self.events.is_empty() || self.events.contains(&event)
+        if self.events.is_empty() {
+            return !matches!(
+                event,
+                AlertEvent::Started | AlertEvent::StepCompleted | AlertEvent::Resumed
+            );
+        }
+        self.events.contains(&event)
     }
 }
 
@@ -106,9 +121,10 @@ pub enum AlertEvent {
     Promoted,
     /// The release finished: the new pods are stable.
     Completed,
-    /// The release was aborted: traffic went back to the stable pods.
+    /// A person aborted the release: traffic went back to the stable pods.
     Aborted,
-    /// The Rollout returned to its stable template (for example after a Git revert).
+    /// weir aborted the release because an analysis failed or the progress deadline passed:
+    /// traffic went back to the stable pods.
     RolledBack,
     /// weir pushed a revert commit for the failed release.
     GitReverted,
@@ -161,10 +177,40 @@ pub struct AlertProviderStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: the address is valid and its Secret exists.
+    /// `Ready`: whether the last alert got through (reasons `AlertDelivered`,
+    /// `AlertDeliveryFailed`, `SecretNotFound`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The newest alerts this provider was sent (at most 100), so that each Rollout event is
+    /// sent once even when weir restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_alerts: Vec<SentAlert>,
+}
+
+/// One alert a provider was sent, or gave up on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentAlert {
+    /// The Rollout event: `<namespace>/<core Event name>`.
+    pub key: String,
+    /// The alert's event.
+    pub event: AlertEvent,
+    /// The Rollout.
+    pub rollout: String,
+    /// `Delivered`, or `Failed` (see the provider's Events for why).
+    pub outcome: SentAlertOutcome,
+    /// When the outcome was known.
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
+/// How sending an alert ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SentAlertOutcome {
+    /// The service accepted it.
+    Delivered,
+    /// weir gave up after its retries; it is not sent again.
+    Failed,
 }
 
 #[cfg(test)]
@@ -207,7 +253,7 @@ default: true
     }
 
     #[test]
-    fn an_empty_event_list_accepts_every_event() {
+    fn an_empty_event_list_accepts_every_event_but_the_step_level_ones() {
         let all: AlertProviderSpec =
             serde_saphyr::from_str("type: slack\naddress: https://hooks.example\n").unwrap();
         let some: AlertProviderSpec = serde_saphyr::from_str(
@@ -215,7 +261,11 @@ default: true
         )
         .unwrap();
         for event in AlertEvent::ALL {
-            assert!(all.accepts(event), "{event}");
+            let step_level = matches!(
+                event,
+                AlertEvent::Started | AlertEvent::StepCompleted | AlertEvent::Resumed
+            );
+            assert_eq!(all.accepts(event), !step_level, "{event}");
             assert_eq!(some.accepts(event), event == AlertEvent::Aborted, "{event}");
             assert_eq!(
                 serde_json::to_value(event).unwrap(),
