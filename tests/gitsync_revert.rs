@@ -6,6 +6,8 @@
 mod git_remote;
 #[path = "support/prometheus.rs"]
 mod prometheus;
+#[path = "support/receiver.rs"]
+mod receiver;
 mod support;
 
 use std::process::Stdio;
@@ -15,7 +17,7 @@ use axum::extract::Path as UrlPath;
 use git_remote::{Fixture, HttpRemote};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Cluster, kubectl_path, repo_root, wait_for};
 use weir::api::conditions;
 use weir::api::rollout::{GitRevertState, Rollout, RolloutPhase, RolloutStatus};
@@ -258,6 +260,27 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
     let template = prometheus_template(&prom.url());
     let good = commit(&world.fx, "web good", &app_files("good", &template));
     world.gitsync().await;
+    // The team's webhook hears every rollback of the namespace.
+    let team = receiver::Receiver::start().await;
+    let providers: Api<DynamicObject> = Api::namespaced_with(
+        world.c.client(),
+        NS,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("weir.io", "v1alpha1", "AlertProvider"),
+            "alertproviders",
+        ),
+    );
+    let provider = json!({"apiVersion": "weir.io/v1alpha1", "kind": "AlertProvider", "metadata": {"name": "team"},
+        "spec": {"type": "webhook", "address": team.url("/weir"), "default": true,
+                 "events": ["RolledBack", "Aborted", "GitReverted", "GitRevertBlocked"]}});
+    providers
+        .patch(
+            "team",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&provider),
+        )
+        .await
+        .unwrap();
     let mut weir = world.weir_run();
     let stable = world
         .status_where("web:good Healthy", |s| {
@@ -356,6 +379,32 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
         .count();
     assert_eq!(reverted_events, 1);
     assert_eq!(world.commits_after(&bad).len(), 1);
+
+    // The alerts: one rollback, one revert, each once although weir restarted in between.
+    let alerts: Vec<Value> = team
+        .wait_accepted(2, WAIT)
+        .await
+        .iter()
+        .map(receiver::Recorded::json)
+        .collect();
+    let of =
+        |event: &str| -> Vec<&Value> { alerts.iter().filter(|a| a["event"] == event).collect() };
+    assert_eq!(of("RolledBack").len(), 1, "{alerts:?}");
+    assert_eq!(of("GitReverted").len(), 1, "{alerts:?}");
+    let rolled_back = of("RolledBack")[0];
+    assert_eq!(rolled_back["analysis"]["metric"], "error-rate");
+    assert!(
+        rolled_back["analysis"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0.5")
+    );
+    assert_eq!(rolled_back["images"]["canary"], json!(["web=web:bad"]));
+    assert_eq!(rolled_back["images"]["stable"], json!(["web=web:good"]));
+    assert_eq!(rolled_back["weight"], 50);
+    let git = &of("GitReverted")[0]["git"];
+    assert_eq!(git["revertCommit"], revert_sha.as_str());
+    assert_eq!(git["revertedCommits"], json!([bad]));
     weir.kill().await.unwrap();
 }
 

@@ -9,9 +9,8 @@ mod prometheus;
 mod receiver;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::routing::get;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use receiver::{Receiver, Recorded};
@@ -21,34 +20,6 @@ use weir::notify::controller::NotifyConfig;
 
 const SIGNING_KEY: &str = "e2e-shared-key";
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The app of `tests/analysis_rollout.rs`: `good` answers 200s, `bad` half 500s.
-async fn app() -> (String, tokio::task::JoinHandle<()>) {
-    let started = Instant::now();
-    let metrics = move || async move {
-        let t = started.elapsed().as_secs_f64();
-        let mut out = String::from("# TYPE http_requests_total counter\n");
-        for (version, ok, err) in [("good", 100.0 * t, 0.0), ("bad", 50.0 * t, 50.0 * t)] {
-            out.push_str(&format!(
-                "http_requests_total{{version=\"{version}\",code=\"200\"}} {ok}\n"
-            ));
-            out.push_str(&format!(
-                "http_requests_total{{version=\"{version}\",code=\"500\"}} {err}\n"
-            ));
-        }
-        out
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            axum::Router::new().route("/metrics", get(metrics)),
-        )
-        .await;
-    });
-    (addr, server)
-}
 
 fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar =
@@ -165,25 +136,9 @@ fn start_notify(c: &Cluster) -> tokio::task::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_canary_sends_one_rollback_and_one_git_revert_alert() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (target, app) = app().await;
+    let (target, app) = prometheus::two_version_app().await;
     let prom = prometheus::Prometheus::scraping(&target).await;
-    let http = reqwest::Client::new();
-    let ready_query = format!(
-        "{}/api/v1/query?query=min(count_over_time(http_requests_total%5B10s%5D))%20%3E%3D%203",
-        prom.url()
-    );
-    wait_for(
-        "Prometheus to have scraped the app three times",
-        WAIT,
-        || {
-            let (http, url) = (http.clone(), ready_query.clone());
-            async move {
-                let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
-                (!body["data"]["result"].as_array()?.is_empty()).then_some(())
-            }
-        },
-    )
-    .await;
+    prom.wait_for_scrapes().await;
     let c = Cluster::start("notify-rollback").await;
     c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
         .await;
