@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+
+#[cfg(feature = "emulator")]
+mod demo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -21,6 +24,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole loop in one process: an emulated cluster, a Git remote, a simulated app under
+    /// load, Prometheus (when installed), a chat receiver and weir. Releases a good and a bad
+    /// version, narrates, and exits 0 when the good one was promoted and the bad one rolled back
+    /// and reverted in Git.
+    #[cfg(feature = "emulator")]
+    Demo {
+        /// Leave everything running at the end, for kubectl and `kubectl weir`.
+        #[arg(long)]
+        keep: bool,
+        /// Directory for the repository, kubeconfig and caches (default: a temp dir, removed at
+        /// the end unless --keep).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
     /// Run weir's controllers against a cluster, or against an embedded emulator with --embedded.
     Run(RunArgs),
     /// Serve the Kubernetes API emulator until stopped.
@@ -95,15 +112,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     // kube and reqwest share rustls; with no process-wide provider, building a client panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    // The demo narrates on stdout; the controllers' own info lines would drown it.
+    #[cfg(feature = "emulator")]
+    let default_level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    #[cfg(not(feature = "emulator"))]
+    let default_level = "info";
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Crds { out } => crds(out),
+        #[cfg(feature = "emulator")]
+        Command::Demo { keep, workdir } => demo::run(demo::DemoOptions { keep, workdir }).await,
         #[cfg(feature = "emulator")]
         Command::Emulator(args) => emulator(args).await,
         Command::Run(args) => run(args).await,

@@ -19,6 +19,10 @@ use super::hash::pod_template_hash;
 use super::{blue_green, canary};
 use crate::api::analysis::AnalysisRunSpec;
 
+/// How soon an invalid spec is looked at again: what is missing (a Service, a route) may be
+/// created a moment later, e.g. by the same Git sync, and the controller does not watch those kinds.
+pub const INVALID_SPEC_RETRY: Duration = Duration::from_secs(5);
+
 /// A ReplicaSet of the Rollout, as observed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedReplicaSet {
@@ -346,6 +350,7 @@ impl Planner<'_> {
             self.warn(events::INVALID_SPEC, message.clone());
         }
         self.set_phase(RolloutPhase::Degraded, format!("InvalidSpec: {message}"));
+        self.requeue_after(INVALID_SPEC_RETRY);
     }
 
     /// Sets phase and message, and the Healthy/Paused conditions that mirror them.

@@ -624,6 +624,12 @@ fn invalid_specs_make_no_changes() {
             .expect("InvalidSpec");
         assert!(cond.message.contains(want), "{}", cond.message);
         assert_eq!(reasons(&p), vec!["InvalidSpec"]);
+        // What is missing may appear any moment (the same Git sync creates it): look again soon.
+        assert!(
+            p.requeue.is_some_and(|r| r <= crate::rollout::plan::INVALID_SPEC_RETRY),
+            "{want}: {:?}",
+            p.requeue
+        );
         // The same invalid spec again records no second event.
         let again = plan(
             &rollout(
