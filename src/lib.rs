@@ -6,5 +6,6 @@ pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod gitsync;
+pub mod plugin;
 pub mod rollout;
 pub mod traffic;
