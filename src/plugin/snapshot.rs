@@ -101,9 +101,23 @@ impl Snapshot {
                 PluginError::api(format!("listing ReplicaSets of rollout {ns}/{name}"), e)
             })?
             .items;
+        // Creation times have a resolution of a second, so a release made within a second of the
+        // previous one ties with it; the Rollout's own status knows which revision came last.
+        let status = rollout.status.clone().unwrap_or_default();
+        let rank = |rs: &ReplicaSet| {
+            let hash = Snapshot::hash_of(rs);
+            if status.current_pod_hash.as_deref() == Some(hash.as_str()) {
+                2
+            } else if status.stable_rs.as_deref() == Some(hash.as_str()) {
+                1
+            } else {
+                0
+            }
+        };
         replica_sets.sort_by_key(|r| {
             (
                 r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                rank(r),
                 r.metadata.name.clone(),
             )
         });

@@ -26,7 +26,8 @@ fn age_of(time: Option<&Time>, now: Timestamp) -> String {
 }
 
 fn line(out: &mut String, label: &str, value: &str) {
-    let _ = writeln!(out, "{}{}", pad(label, LABEL_WIDTH), value);
+    let width = LABEL_WIDTH.max(label.chars().count() + 1);
+    let _ = writeln!(out, "{}{}", pad(label, width), value);
 }
 
 fn dash(value: Option<&str>) -> String {
