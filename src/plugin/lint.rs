@@ -283,25 +283,46 @@ fn check_doc(doc: &Doc, defined: &Defined, out: &mut Vec<Finding>) {
         ));
         return;
     }
-    if !schema_check(doc, &kind, out) {
-        return;
-    }
+    // Rules run even when the schema check failed, but say nothing more about a line the schema
+    // already flagged: one clear message per mistake.
+    let mut schema = Vec::new();
+    schema_check(doc, &kind, &mut schema);
+    let flagged: BTreeSet<u64> = schema.iter().map(|f| f.line).collect();
+    out.append(&mut schema);
+    let mut rules = Vec::new();
+    check_rules(doc, &kind, defined, !flagged.is_empty(), &mut rules);
+    out.extend(rules.into_iter().filter(|f| !flagged.contains(&f.line)));
+}
+
+/// Checks the object as weir's types read it. `schema_failed`: the schema check already reported
+/// the shape problems, so a type error would only repeat them less precisely.
+fn check_rules(
+    doc: &Doc,
+    kind: &str,
+    defined: &Defined,
+    schema_failed: bool,
+    out: &mut Vec<Finding>,
+) {
+    use Severity::Error;
     let json = doc.root.to_json();
     let label = format!("{kind} {}", doc.name());
-    match kind.as_str() {
+    let mut type_errors = Vec::new();
+    match kind {
         "Rollout" => {
-            if let Some(ro) = typed::<Rollout>(doc, &json, &label, out) {
+            if let Some(ro) = typed::<Rollout>(doc, &json, &label, &mut type_errors) {
                 check_rollout(doc, &ro, defined, out);
             }
         }
         "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun" => {
             let spec = json.get("spec").cloned().unwrap_or_default();
-            if let Some(spec) = typed_value::<AnalysisTemplateSpec>(doc, spec, &label, out) {
+            if let Some(spec) =
+                typed_value::<AnalysisTemplateSpec>(doc, spec, &label, &mut type_errors)
+            {
                 check_template(doc, &spec, out);
             }
         }
         "GitSync" => {
-            if let Some(gs) = typed::<GitSync>(doc, &json, &label, out) {
+            if let Some(gs) = typed::<GitSync>(doc, &json, &label, &mut type_errors) {
                 for (field, value) in [
                     ("interval", &gs.spec.interval),
                     ("timeout", &gs.spec.timeout),
@@ -320,10 +341,14 @@ fn check_doc(doc: &Doc, defined: &Defined, out: &mut Vec<Finding>) {
         }
         _ => {}
     }
+    if !schema_failed {
+        out.append(&mut type_errors);
+    }
 }
 
 #[cfg(feature = "emulator")]
-fn schema_check(doc: &Doc, kind: &str, out: &mut Vec<Finding>) -> bool {
+fn schema_check(doc: &Doc, kind: &str, out: &mut Vec<Finding>) {
+    use crate::emulator::validation::validate_object;
     let Some(schema) = crate::api::crds::all().into_iter().find_map(|crd| {
         (crd.spec.names.kind == kind)
             .then(|| {
@@ -337,29 +362,78 @@ fn schema_check(doc: &Doc, kind: &str, out: &mut Vec<Finding>) -> bool {
             })
             .flatten()
     }) else {
-        return true;
+        return;
     };
-    let mut object = doc.root.to_json();
-    match crate::emulator::validation::validate_object(&schema, &mut object) {
-        Ok(outcome) => {
-            for field in &outcome.pruned {
-                out.push(doc.finding(field, Severity::Error, format!("unknown field \"{field}\"")));
+    let object = doc.root.to_json();
+    for e in validate_object(&schema, &mut object.clone())
+        .err()
+        .unwrap_or_default()
+    {
+        out.push(doc.finding(&e.field, Severity::Error, e.to_string()));
+    }
+    // The validation lists pruned fields only when the object is otherwise valid; a typo is worth
+    // reporting beside other mistakes, so unknown fields are found by a walk of their own.
+    let mut unknown = Vec::new();
+    unknown_fields(&schema, &object, "", &mut unknown);
+    for field in unknown {
+        out.push(doc.finding(
+            &field,
+            Severity::Error,
+            format!("unknown field \"{field}\""),
+        ));
+    }
+}
+
+/// Fields of `value` that `schema` does not declare (where it does not keep unknown fields), as
+/// paths like `spec.strategy.canary.stableSerivce`.
+pub fn unknown_fields(
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                let embedded = path.is_empty()
+                    || schema.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true));
+                if embedded && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                if let Some(p) = properties.and_then(|p| p.get(key)) {
+                    unknown_fields(p, child, &child_path, out);
+                } else if let Some(a) = additional.filter(|a| a.is_object()) {
+                    unknown_fields(a, child, &child_path, out);
+                } else if !preserve
+                    && additional != Some(&Value::Bool(true))
+                    && properties.is_some()
+                {
+                    out.push(child_path);
+                }
             }
-            outcome.pruned.is_empty()
         }
-        Err(errors) => {
-            for e in errors {
-                out.push(doc.finding(&e.field, Severity::Error, e.to_string()));
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    unknown_fields(item_schema, item, &format!("{path}[{i}]"), out);
+                }
             }
-            false
         }
+        _ => {}
     }
 }
 
 #[cfg(not(feature = "emulator"))]
-fn schema_check(_doc: &Doc, _kind: &str, _out: &mut Vec<Finding>) -> bool {
-    true
-}
+fn schema_check(_doc: &Doc, _kind: &str, _out: &mut Vec<Finding>) {}
 
 fn typed<T: DeserializeOwned>(
     doc: &Doc,

@@ -152,14 +152,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<Located>, SyntaxError> {
             .collect()),
         Err(e) => {
             let line = e.location().map_or(1, |l| l.line().max(1));
-            let message = e.to_string();
-            // The parser appends a location and a source excerpt; file:line already says where.
-            let message = message
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
+            // The parser adds its own "error: line N column M:" and a source excerpt; file:line
+            // already says where.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default().trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let message = match first.split_once(": ") {
+                Some((place, rest)) if place.starts_with("line ") => rest.to_string(),
+                _ => first.to_string(),
+            };
             Err(SyntaxError { line, message })
         }
     }
