@@ -148,6 +148,9 @@ pub fn build_spec(
                 ));
             }
         }
+    }
+    // Conditions may use arguments; they are checked as the controller will evaluate them.
+    for m in &runs::with_literal_args_in_conditions(&spec).metrics {
         assessment::validate(m).map_err(|e| e.to_string())?;
     }
     if spec.metrics.is_empty() {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::analysis::assessment;
-use crate::analysis::runs::referenced_args;
+use crate::analysis::runs::{referenced_args, substitute};
 use crate::api::analysis::{AnalysisTemplateSpec, MetricProvider};
 use crate::api::rollout::{CanaryStep, RolloutAnalysis, RolloutStrategy};
 use crate::api::{GitSync, Rollout};
@@ -461,9 +461,24 @@ fn typed_value<T: DeserializeOwned>(
 
 fn check_template(doc: &Doc, spec: &AnalysisTemplateSpec, out: &mut Vec<Finding>) {
     let declared: BTreeSet<&str> = spec.args.iter().map(|a| a.name.as_str()).collect();
+    // Conditions may use arguments, whose values are known only when a Rollout runs the template;
+    // a number stands in for those without a default, so the expression's syntax can be checked.
+    let stand_ins: BTreeMap<String, String> = spec
+        .args
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                a.value.clone().unwrap_or_else(|| "0".into()),
+            )
+        })
+        .collect();
     for (i, metric) in spec.metrics.iter().enumerate() {
         let base = format!("spec.metrics[{i}]");
-        if let Err(e) = assessment::validate(metric) {
+        let mut checked = metric.clone();
+        checked.success_condition = substitute(&checked, &stand_ins).success_condition;
+        checked.failure_condition = substitute(&checked, &stand_ins).failure_condition;
+        if let Err(e) = assessment::validate(&checked) {
             let field = match &e {
                 assessment::MetricSpecError::Duration { field, .. }
                 | assessment::MetricSpecError::Condition { field, .. } => *field,
