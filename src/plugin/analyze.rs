@@ -38,7 +38,7 @@ pub struct AnalyzeArgs {
     /// Query this Prometheus instead of the address in the template.
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
-    /// Take one measurement per metric now, ignoring initialDelay, interval and count.
+    /// Take one measurement per metric now, ignoring initialDelay, interval and count; errors are not retried.
     #[arg(long)]
     pub once: bool,
 }
@@ -133,6 +133,8 @@ pub fn build_spec(
             m.initial_delay = None;
             m.interval = None;
             m.count = Some(1);
+            // One look means one: an unreachable Prometheus is reported, not retried.
+            m.consecutive_error_limit = Some(0);
         } else if m.interval.is_some() && m.count.is_none() {
             // A background metric measures until its run is terminated; here nothing would end it.
             return Err(format!(
