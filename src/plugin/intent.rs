@@ -125,3 +125,269 @@ pub fn is_settled(rollout: &Rollout) -> bool {
         && status.current_pod_hash == status.stable_rs
         && status.observed_generation == rollout.metadata.generation
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::{abort, pause, promote, resume, retry};
+    use super::*;
+
+    fn rollout(paused: bool, labels: Value, status: Value) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "weir.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 2, "labels": labels},
+            "spec": {"paused": paused, "selector": {"matchLabels": {"app": "web"}}, "template": {}, "strategy": {"canary": {}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn at_pause_step() -> Value {
+        json!({"observedGeneration": 2, "phase": "Paused", "currentPodHash": "new", "stableRS": "old",
+            "controllerPause": true, "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-11-22T10:00:00Z"}]})
+    }
+
+    fn healthy() -> Value {
+        json!({"observedGeneration": 2, "phase": "Healthy", "currentPodHash": "old", "stableRS": "old"})
+    }
+
+    fn aborted() -> Value {
+        json!({"observedGeneration": 2, "phase": "Degraded", "currentPodHash": "new", "stableRS": "old", "abort": true})
+    }
+
+    fn progressing() -> Value {
+        json!({"observedGeneration": 2, "phase": "Progressing", "message": "Step 1/3: waiting for pods", "currentPodHash": "new", "stableRS": "old"})
+    }
+
+    type Decide = fn(&Rollout) -> Result<Intent, PluginError>;
+
+    /// (what, verb, paused, labels, status, Ok((status patch, spec patch)) or Err(refusal fragment)).
+    #[allow(clippy::type_complexity)]
+    fn cases() -> Vec<(
+        &'static str,
+        Decide,
+        bool,
+        Value,
+        Value,
+        Result<(Value, Value), &'static str>,
+    )> {
+        let none = Value::Null;
+        let from_git =
+            json!({"weir.io/gitsync-name": "apps", "weir.io/gitsync-namespace": "weir-system"});
+        vec![
+            // promote clears the pause conditions and nothing else: controllerPause must stay true
+            // for the controller to read the cleared list as a promotion.
+            (
+                "promote at a pause step",
+                |r| promote::decide(r, false),
+                false,
+                none.clone(),
+                at_pause_step(),
+                Ok((json!({"status": {"pauseConditions": null}}), Value::Null)),
+            ),
+            (
+                "promote a user pause",
+                |r| promote::decide(r, false),
+                true,
+                none.clone(),
+                progressing(),
+                Ok((Value::Null, json!({"spec": {"paused": false}}))),
+            ),
+            (
+                "promote both",
+                |r| promote::decide(r, false),
+                true,
+                none.clone(),
+                at_pause_step(),
+                Ok((
+                    json!({"status": {"pauseConditions": null}}),
+                    json!({"spec": {"paused": false}}),
+                )),
+            ),
+            (
+                "promote while progressing",
+                |r| promote::decide(r, false),
+                false,
+                none.clone(),
+                progressing(),
+                Err(
+                    "is not paused (Progressing: Step 1/3: waiting for pods): nothing to promote; use --full",
+                ),
+            ),
+            (
+                "promote --full while progressing",
+                |r| promote::decide(r, true),
+                false,
+                none.clone(),
+                progressing(),
+                Ok((
+                    json!({"status": {"promoteFull": true, "pauseConditions": null}}),
+                    Value::Null,
+                )),
+            ),
+            (
+                "promote Healthy",
+                |r| promote::decide(r, false),
+                false,
+                none.clone(),
+                healthy(),
+                Err("rollout shop/web is Healthy: there is no release to promote"),
+            ),
+            (
+                "promote --full Healthy",
+                |r| promote::decide(r, true),
+                false,
+                none.clone(),
+                healthy(),
+                Err("is Healthy"),
+            ),
+            (
+                "promote aborted",
+                |r| promote::decide(r, false),
+                false,
+                none.clone(),
+                aborted(),
+                Err("is aborted: use `kubectl weir retry`"),
+            ),
+            (
+                "abort at a pause step",
+                |r| abort::decide(r, false),
+                false,
+                none.clone(),
+                at_pause_step(),
+                Ok((json!({"status": {"abort": true}}), Value::Null)),
+            ),
+            (
+                "abort --revert from Git",
+                |r| abort::decide(r, true),
+                false,
+                from_git.clone(),
+                at_pause_step(),
+                Ok((
+                    json!({"status": {"abort": true, "gitRevert": {"podHash": "new", "state": "Requested"}}}),
+                    Value::Null,
+                )),
+            ),
+            (
+                "abort --revert not from Git",
+                |r| abort::decide(r, true),
+                false,
+                none.clone(),
+                at_pause_step(),
+                Err("was not applied by a GitSync"),
+            ),
+            (
+                "abort --revert after a plain abort",
+                |r| abort::decide(r, true),
+                false,
+                from_git.clone(),
+                aborted(),
+                Ok((
+                    json!({"status": {"abort": true, "gitRevert": {"podHash": "new", "state": "Requested"}}}),
+                    Value::Null,
+                )),
+            ),
+            (
+                "abort twice",
+                |r| abort::decide(r, false),
+                false,
+                none.clone(),
+                aborted(),
+                Err("is already aborted"),
+            ),
+            (
+                "abort Healthy",
+                |r| abort::decide(r, false),
+                false,
+                none.clone(),
+                healthy(),
+                Err("no release to abort"),
+            ),
+            (
+                "retry aborted",
+                retry::decide,
+                false,
+                none.clone(),
+                aborted(),
+                Ok((json!({"status": {"abort": false}}), Value::Null)),
+            ),
+            (
+                "retry not aborted",
+                retry::decide,
+                false,
+                none.clone(),
+                at_pause_step(),
+                Err("is not aborted"),
+            ),
+            (
+                "pause",
+                pause::decide,
+                false,
+                none.clone(),
+                progressing(),
+                Ok((Value::Null, json!({"spec": {"paused": true}}))),
+            ),
+            (
+                "pause twice",
+                pause::decide,
+                true,
+                none.clone(),
+                progressing(),
+                Err("is already paused"),
+            ),
+            (
+                "resume",
+                resume::decide,
+                true,
+                none.clone(),
+                progressing(),
+                Ok((Value::Null, json!({"spec": {"paused": false}}))),
+            ),
+            (
+                "resume at a pause step",
+                resume::decide,
+                false,
+                none.clone(),
+                at_pause_step(),
+                Err(
+                    "not paused by spec.paused (it waits at a pause step: use `kubectl weir promote`)",
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_verb_writes_exactly_its_intent_or_refuses() {
+        for (what, decide, paused, labels, status, expected) in cases() {
+            let got = decide(&rollout(paused, labels, status));
+            match (got, expected) {
+                (Ok(intent), Ok((status, spec))) => {
+                    assert_eq!(intent.status.unwrap_or(Value::Null), status, "{what}");
+                    assert_eq!(intent.spec.unwrap_or(Value::Null), spec, "{what}");
+                    assert!(
+                        intent.summary.starts_with("rollout shop/web "),
+                        "{what}: {}",
+                        intent.summary
+                    );
+                }
+                (Err(PluginError::Refused(message)), Err(fragment)) => {
+                    assert!(
+                        message.contains(fragment),
+                        "{what}: {message:?} lacks {fragment:?}"
+                    );
+                }
+                (got, expected) => panic!("{what}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn patches_carry_the_resource_version_they_were_decided_on() {
+        let patch = with_version(&json!({"status": {"abort": true}}), &Some("42".into()));
+        assert_eq!(
+            patch,
+            json!({"status": {"abort": true}, "metadata": {"resourceVersion": "42"}})
+        );
+    }
+}
