@@ -431,8 +431,11 @@ async fn list_history_and_watch_show_the_release() {
     assert_eq!(lines.len(), 2, "{}", direct.stdout);
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
-        &cells[..7],
-        ["web", "Canary", "Paused", "2/5", "20", "20", "5/4"].as_slice(),
+        &cells[..10],
+        [
+            "web", "Canary", "Paused", "2/5", "20", "20", "4", "5", "1", "5"
+        ]
+        .as_slice(),
         "{}",
         direct.stdout
     );

@@ -94,7 +94,10 @@ pub fn row(ro: &Rollout, with_namespace: bool, now: jiff::Timestamp, style: Styl
         status
             .weights
             .map_or_else(|| "-".to_string(), |w| w.canary.to_string()),
-        format!("{}/{}", status.ready_replicas, ro.spec.replicas()),
+        ro.spec.replicas().to_string(),
+        status.replicas.to_string(),
+        status.updated_replicas.to_string(),
+        status.available_replicas.to_string(),
         ro.metadata.creation_timestamp.as_ref().map_or_else(
             || "-".to_string(),
             |t| age(now.as_second() - t.0.as_second()),
@@ -146,7 +149,10 @@ pub async fn run(cluster: &ClusterArgs, args: ListArgs, style: Style) -> Result<
                 "STEP",
                 "SET-WEIGHT",
                 "ACTUAL-WEIGHT",
-                "READY",
+                "DESIRED",
+                "CURRENT",
+                "UP-TO-DATE",
+                "AVAILABLE",
                 "AGE",
             ]);
             let rows: Vec<Vec<String>> = items
