@@ -368,6 +368,7 @@ async fn abort_sends_traffic_to_stable_and_retry_starts_again() {
     .await;
     assert_eq!(s["gitRevert"]["podHash"], canary.as_str());
     assert_eq!(s["gitRevert"]["state"], "Requested");
+    assert!(s["gitRevert"].get("revertCommit").is_none(), "{s}");
     wait_route(c, 0).await;
     refused(
         &weir(&kc, &["abort", "web", "--revert"]).await,

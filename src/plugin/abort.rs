@@ -68,9 +68,15 @@ pub fn decide(rollout: &Rollout, revert: bool) -> Result<Intent, PluginError> {
     let mut patch = json!({"status": {"abort": true}});
     let mut changed = vec!["status.abort=true".to_string()];
     if revert && !revert_requested {
+        // A merge patch merges into an existing object: the fields of an earlier revert (of another
+        // revision) are cleared so the request does not inherit its commits or message.
         patch["status"]["gitRevert"] = json!({
             "podHash": pod_hash,
             "state": GitRevertState::Requested,
+            "gitSync": null,
+            "revertedCommits": null,
+            "revertCommit": null,
+            "message": null,
         });
         changed.push(format!(
             "status.gitRevert requested for revision {pod_hash}"

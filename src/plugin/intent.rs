@@ -265,7 +265,8 @@ mod tests {
                 from_git.clone(),
                 at_pause_step(),
                 Ok((
-                    json!({"status": {"abort": true, "gitRevert": {"podHash": "new", "state": "Requested"}}}),
+                    json!({"status": {"abort": true, "gitRevert": {"podHash": "new", "state": "Requested",
+                    "gitSync": null, "revertedCommits": null, "revertCommit": null, "message": null}}}),
                     Value::Null,
                 )),
             ),
@@ -284,7 +285,8 @@ mod tests {
                 from_git.clone(),
                 aborted(),
                 Ok((
-                    json!({"status": {"abort": true, "gitRevert": {"podHash": "new", "state": "Requested"}}}),
+                    json!({"status": {"abort": true, "gitRevert": {"podHash": "new", "state": "Requested",
+                    "gitSync": null, "revertedCommits": null, "revertCommit": null, "message": null}}}),
                     Value::Null,
                 )),
             ),
