@@ -240,11 +240,9 @@ async fn promote_continues_a_paused_canary_and_status_reports_each_outcome() {
     // In progress: one look exits 2, and so does a wait that times out.
     let run = kubectl_weir(&kc, &["status", "web"]).await;
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout
-            .contains("rollout default/web: Progressing: Paused"),
-        "{}",
-        run.stdout
+    assert_eq!(
+        run.stdout,
+        "rollout default/web: Paused: Paused at step 2/5: waiting for promote\n"
     );
     let run = weir(&kc, &["status", "web", "--timeout", "1s"]).await;
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);

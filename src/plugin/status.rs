@@ -64,9 +64,13 @@ impl Verdict {
 
     fn line(&self, name: &str, style: Style) -> String {
         let (word, message) = match self {
-            Verdict::Healthy(m) => (style.good("Healthy"), m),
-            Verdict::Degraded(m) => (style.bad("Degraded"), m),
-            Verdict::InProgress(m) => (style.busy("Progressing"), m),
+            Verdict::Healthy(m) => (style.good("Healthy"), m.as_str()),
+            Verdict::Degraded(m) => (style.bad("Degraded"), m.as_str()),
+            // The message starts with the phase (Paused, Progressing, Pending).
+            Verdict::InProgress(m) => match m.split_once(": ") {
+                Some((phase, rest)) => (style.phase(phase), rest),
+                None => (style.busy("Progressing"), m.as_str()),
+            },
         };
         format!("rollout {name}: {word}: {message}\n")
     }
@@ -78,11 +82,11 @@ pub fn verdict(rollout: &Rollout) -> Verdict {
     let status = status_of(rollout);
     let message = status.message.clone().unwrap_or_default();
     if rollout.status.is_none() {
-        return Verdict::InProgress("not yet reconciled by weir".into());
+        return Verdict::InProgress("Pending: not yet reconciled by weir".into());
     }
     if status.observed_generation != rollout.metadata.generation {
         return Verdict::InProgress(format!(
-            "waiting for weir to observe generation {}",
+            "Progressing: waiting for weir to observe generation {}",
             rollout.metadata.generation.unwrap_or_default()
         ));
     }
@@ -101,7 +105,7 @@ pub fn verdict(rollout: &Rollout) -> Verdict {
             Verdict::Healthy(message)
         }
         Some(phase) => Verdict::InProgress(format!("{phase}: {message}")),
-        None => Verdict::InProgress("not yet reconciled by weir".into()),
+        None => Verdict::InProgress("Pending: not yet reconciled by weir".into()),
     }
 }
 
