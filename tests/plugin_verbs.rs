@@ -680,3 +680,51 @@ impl IntoClap for Run {
         }
     }
 }
+
+/// Runs the plugin on a pseudo-terminal (util-linux `script`), as a person at a shell would.
+async fn on_terminal(kubeconfig: &Path, args: &str, env: &[(&str, &str)]) -> String {
+    let command = format!(
+        "'{}' {args} --kubeconfig '{}'",
+        plugin().display(),
+        kubeconfig.display()
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &command, "/dev/null"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = output(cmd, &format!("script -c {command:?}")).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn colour_on_a_terminal_only_and_never_with_no_color() {
+    let e = env("plugin-colour").await;
+    let c = &e.c;
+    let kc = c.kubeconfig.clone();
+    let steps: Value = serde_json::from_str(STEPS).unwrap();
+    apply(&rollouts(c), rollout("web:1", "c0ffee1", steps)).await;
+    wait_status(c, "v1 Healthy", |s| s["phase"] == "Healthy").await;
+
+    let coloured = on_terminal(&kc, "status web", &[]).await;
+    assert!(coloured.contains("\x1b[32mHealthy\x1b[0m"), "{coloured:?}");
+    let tree = on_terminal(&kc, "get rollout web", &[]).await;
+    assert!(tree.contains("\x1b[32mHealthy\x1b[0m"), "{tree:?}");
+    for (args, env) in [
+        ("status web --no-color", &[][..]),
+        ("get rollout web --no-color", &[][..]),
+        ("get rollout web", &[("NO_COLOR", "1")][..]),
+    ] {
+        let plain = on_terminal(&kc, args, env).await;
+        assert!(
+            plain.contains("Healthy") && !plain.contains('\x1b'),
+            "{args}: {plain:?}"
+        );
+    }
+    // Piped, as in a CI log: plain.
+    let piped = weir(&kc, &["status", "web"]).await;
+    assert!(
+        ok(&piped).starts_with("rollout default/web: Healthy: ") && !piped.stdout.contains('\x1b')
+    );
+}
