@@ -27,7 +27,8 @@ fn age_of(time: Option<&Time>, now: Timestamp) -> String {
 
 fn line(out: &mut String, label: &str, value: &str) {
     let width = LABEL_WIDTH.max(label.chars().count() + 1);
-    let _ = writeln!(out, "{}{}", pad(label, width), value);
+    let text = format!("{}{}", pad(label, width), value);
+    let _ = writeln!(out, "{}", text.trim_end());
 }
 
 fn dash(value: Option<&str>) -> String {
@@ -74,7 +75,10 @@ pub fn render(snap: &Snapshot, style: Style) -> String {
                 format!("{}/{total}", index + 1)
             };
             line(&mut out, "  Step:", &step);
-            let set = if index >= total && status.current_pod_hash == status.stable_rs {
+            // A settled Rollout sends nothing to a canary, whatever its last step said.
+            let settled =
+                status.current_pod_hash.is_some() && status.current_pod_hash == status.stable_rs;
+            let set = if settled {
                 0
             } else {
                 set_weight_at(&canary.steps, index.min(total.saturating_sub(1)))
@@ -476,5 +480,83 @@ fn push_run(
             age: String::new(),
             info: join_info(&[measured, counts]),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::snapshot::GitSyncInfo;
+    use super::*;
+
+    fn snapshot(status: serde_json::Value, strategy: serde_json::Value) -> Snapshot {
+        let rollout = serde_json::from_value(json!({
+            "apiVersion": "weir.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2026-11-22T10:00:00Z"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}, "strategy": strategy},
+            "status": status,
+        }))
+        .unwrap();
+        Snapshot {
+            rollout,
+            replica_sets: Vec::new(),
+            analysis_runs: Vec::new(),
+            git_sync: Some(GitSyncInfo {
+                name: "apps".into(),
+                namespace: "weir-system".into(),
+                revision: Some("main@sha1:0a1b2c3".into()),
+                found: true,
+            }),
+            routes: Vec::new(),
+            now: "2026-11-22T10:05:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_git_revert_is_shown_with_its_commits() {
+        let snap = snapshot(
+            json!({"phase": "Healthy", "message": "Revision aaa is stable", "currentPodHash": "aaa", "stableRS": "aaa", "currentStepIndex": 1,
+                "gitRevert": {"podHash": "bbb", "state": "Pushed", "revertedCommits": ["c2", "c1"], "revertCommit": "r9",
+                    "message": "reverted after error-rate failed"}}),
+            json!({"canary": {"steps": [{"setWeight": 50}]}}),
+        );
+        let text = render(&snap, Style::PLAIN);
+        for line in [
+            "Status:         Healthy\n",
+            "  Step:         1/1 (done)\n",
+            "  SetWeight:    0\n",
+            "Images:         web:1 (stable)\n",
+            "GitSync:        weir-system/apps at main@sha1:0a1b2c3\n",
+            "GitRevert:      Pushed (revision bbb)\n",
+            "  Reverted:     c2, c1\n",
+            "  RevertCommit: r9\n",
+            "  Message:      reverted after error-rate failed\n",
+            "web   Rollout  Healthy  5m0s\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn blue_green_shows_its_services_and_an_abort() {
+        let snap = snapshot(
+            json!({"phase": "Degraded", "abort": true, "message": "Rollout aborted", "currentPodHash": "bbb", "stableRS": "aaa",
+                "blueGreen": {"activeSelector": "aaa", "previewSelector": "bbb"}}),
+            json!({"blueGreen": {"activeService": "web-active", "previewService": "web-preview"}}),
+        );
+        let text = render(&snap, Style::PLAIN);
+        for line in [
+            "Status:         Degraded (aborted)\n",
+            "Strategy:       BlueGreen\n",
+            "  ActiveService: web-active -> aaa\n",
+            "  PreviewService: web-preview -> bbb\n",
+            "  Stable:       aaa (commit -)\n",
+            "  Canary:       bbb (commit -)\n",
+            "GitRevert:      -\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
     }
 }
