@@ -208,8 +208,10 @@ pub fn lint_files(files: &[PathBuf]) -> Result<Report, PluginError> {
 /// What the linted files define, for cross-references.
 #[derive(Default)]
 struct Defined {
-    templates: BTreeMap<String, AnalysisTemplateSpec>,
-    cluster_templates: BTreeMap<String, AnalysisTemplateSpec>,
+    /// Templates by name; `None` when the template itself is invalid (reported on its own), so a
+    /// Rollout naming it is not told the template is missing.
+    templates: BTreeMap<String, Option<AnalysisTemplateSpec>>,
+    cluster_templates: BTreeMap<String, Option<AnalysisTemplateSpec>>,
     services: BTreeSet<String>,
     http_routes: BTreeSet<String>,
     virtual_services: BTreeSet<String>,
@@ -223,14 +225,12 @@ impl Defined {
             let spec = doc.root.get("spec").map(Located::to_json);
             match (doc.api_version(), doc.kind()) {
                 (v, "AnalysisTemplate") if v.starts_with("weir.io/") => {
-                    if let Some(spec) = spec.and_then(|s| serde_json::from_value(s).ok()) {
-                        d.templates.insert(name, spec);
-                    }
+                    let spec = spec.and_then(|s| serde_json::from_value(s).ok());
+                    d.templates.insert(name, spec);
                 }
                 (v, "ClusterAnalysisTemplate") if v.starts_with("weir.io/") => {
-                    if let Some(spec) = spec.and_then(|s| serde_json::from_value(s).ok()) {
-                        d.cluster_templates.insert(name, spec);
-                    }
+                    let spec = spec.and_then(|s| serde_json::from_value(s).ok());
+                    d.cluster_templates.insert(name, spec);
                 }
                 ("v1", "Service") => {
                     d.services.insert(name);
@@ -656,6 +656,7 @@ fn check_analysis(
     out: &mut Vec<Finding>,
 ) {
     let mut templates = Vec::new();
+    let mut usable = true;
     for (i, t) in analysis.templates.iter().enumerate() {
         let (set, kind) = if t.cluster_scope {
             (&defined.cluster_templates, "ClusterAnalysisTemplate")
@@ -663,7 +664,8 @@ fn check_analysis(
             (&defined.templates, "AnalysisTemplate")
         };
         match set.get(&t.template_name) {
-            Some(spec) => templates.push(spec),
+            Some(Some(spec)) => templates.push(spec),
+            Some(None) => usable = false,
             None => out.push(doc.finding(
                 &format!("{path}.templates[{i}].templateName"),
                 Severity::Error,
@@ -694,7 +696,7 @@ fn check_analysis(
             }
         }
     }
-    if templates.len() == analysis.templates.len() {
+    if usable && templates.len() == analysis.templates.len() {
         for (i, a) in analysis.args.iter().enumerate() {
             if !declared.contains(a.name.as_str()) {
                 out.push(doc.finding(
