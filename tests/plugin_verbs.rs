@@ -285,6 +285,12 @@ async fn promote_continues_a_paused_canary_and_status_reports_each_outcome() {
     );
 }
 
+fn history_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn abort_sends_traffic_to_stable_and_retry_starts_again() {
     let e = env("plugin-abort").await;
@@ -316,6 +322,24 @@ async fn abort_sends_traffic_to_stable_and_retry_starts_again() {
         );
     }
     refused(&weir(&kc, &["abort", "web"]).await, "is already aborted");
+    // history records the abort against the canary's revision.
+    let history = kubectl_weir(&kc, &["history", "web"]).await;
+    let rows = history_rows(ok(&history));
+    assert_eq!(
+        &rows[1][..5],
+        ["2", canary.as_str(), "web:2", "beef002", "aborted"].as_slice(),
+        "{}",
+        history.stdout
+    );
+    assert!(
+        rows[1][7].ends_with('Z'),
+        "aborted at a time: {:?}",
+        rows[1]
+    );
+    assert_eq!(
+        &rows[2][..5],
+        ["1", stable.as_str(), "web:1", "c0ffee1", "stable"].as_slice()
+    );
     refused(
         &weir(&kc, &["promote", "web"]).await,
         "is aborted: use `kubectl weir retry`",
@@ -372,6 +396,9 @@ async fn abort_sends_traffic_to_stable_and_retry_starts_again() {
         &weir(&kc, &["abort", "web", "--revert"]).await,
         "already aborted and its Git revert requested",
     );
+    let rows = history_rows(ok(&weir(&kc, &["history", "web"]).await));
+    assert_eq!(rows[1][4], "reverted");
+    assert_eq!(rows[1][8], "Requested");
 }
 
 #[tokio::test(flavor = "multi_thread")]
