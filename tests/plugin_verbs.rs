@@ -630,6 +630,30 @@ async fn bad_input_gives_one_line_and_a_non_zero_exit() {
         "cannot read kubeconfig",
     );
 
+    // No kubeconfig at all: kubectl's own fallbacks, ~/.kube/config and then a pod's service account.
+    let home = c.dir.path().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = tokio::process::Command::new(plugin());
+    cmd.args(["list", "rollouts"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", &home);
+    refused(
+        &output(cmd, "list without a kubeconfig").await,
+        "cannot read kubeconfig",
+    );
+    if !Path::new("/var/run/secrets/kubernetes.io/serviceaccount").exists() {
+        let mut cmd = tokio::process::Command::new(plugin());
+        cmd.args(["list", "rollouts"])
+            .env_remove("KUBECONFIG")
+            .env("HOME", &home)
+            .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env("KUBERNETES_SERVICE_PORT", "1");
+        refused(
+            &output(cmd, "list in a pod without a service account").await,
+            "no kubeconfig, and the in-cluster configuration cannot be used",
+        );
+    }
+
     // A cluster without weir's CRDs.
     let bare = Cluster::start("plugin-bare").await;
     refused(

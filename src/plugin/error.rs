@@ -26,6 +26,15 @@ pub enum PluginError {
         /// The file, when one was named.
         path: Option<PathBuf>,
     },
+    /// Neither a kubeconfig nor a usable in-cluster service account was found.
+    #[error("no kubeconfig, and the in-cluster configuration cannot be used: {detail}")]
+    InCluster {
+        /// What went wrong, one line.
+        detail: String,
+        /// The underlying error.
+        #[source]
+        source: kube::config::InClusterError,
+    },
     /// A client could not be built from the kubeconfig.
     #[error("cannot connect to the cluster: {detail}")]
     Client {

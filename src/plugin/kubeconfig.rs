@@ -51,11 +51,21 @@ impl ClusterArgs {
                     source,
                 })?
             }
-            None => Kubeconfig::read().map_err(|source| PluginError::Kubeconfig {
-                path: None,
-                detail: kubeconfig_detail(&source),
-                source,
-            })?,
+            None => match Kubeconfig::read() {
+                Ok(kubeconfig) => kubeconfig,
+                // A CI job running in a pod has no kubeconfig but a service account, which kubectl
+                // uses too.
+                Err(_) if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                    return self.in_cluster();
+                }
+                Err(source) => {
+                    return Err(PluginError::Kubeconfig {
+                        path: None,
+                        detail: kubeconfig_detail(&source),
+                        source,
+                    });
+                }
+            },
         };
         let has_context = self.context.is_some()
             || kubeconfig
@@ -79,6 +89,24 @@ impl ClusterArgs {
                 detail: kubeconfig_detail(&source),
                 source,
             })?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|source| PluginError::Client {
+            detail: describe(&source),
+            source,
+        })?;
+        Ok(Connection { client, namespace })
+    }
+}
+
+impl ClusterArgs {
+    fn in_cluster(&self) -> Result<Connection, PluginError> {
+        let config = Config::incluster().map_err(|source| PluginError::InCluster {
+            detail: source.to_string().replace('\n', " "),
+            source,
+        })?;
         let namespace = self
             .namespace
             .clone()
