@@ -212,7 +212,7 @@ mod tests {
                 none.clone(),
                 progressing(),
                 Err(
-                    "is not paused (Progressing: Step 1/3: waiting for pods): nothing to promote; use --full",
+                    "has no pause to clear (Progressing: Step 1/3: waiting for pods): nothing to promote; use --full",
                 ),
             ),
             (

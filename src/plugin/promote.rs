@@ -71,7 +71,7 @@ pub fn decide(rollout: &Rollout, full: bool) -> Result<Intent, PluginError> {
             .map_or_else(|| "not yet reconciled".to_string(), |p| p.to_string());
         let message = status.message.as_deref().unwrap_or("");
         return Err(PluginError::Refused(format!(
-            "rollout {name} is not paused ({phase}{}{message}): nothing to promote; use --full to skip the remaining steps",
+            "rollout {name} has no pause to clear ({phase}{}{message}): nothing to promote; use --full to skip the remaining steps",
             if message.is_empty() { "" } else { ": " }
         )));
     }
