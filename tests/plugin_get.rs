@@ -64,8 +64,8 @@ fn rollout(image: &str, commit: &str) -> Value {
 }
 
 /// Replaces what differs between runs, keeping every column where it is: each pod-template hash
-/// becomes a placeholder of its own length, and each age (with the spaces after it) becomes `<a>`
-/// padded to the same width.
+/// becomes a placeholder of its own length, a run's numeric suffix becomes `#`s, and each age (with
+/// the spaces after it) becomes `<a>` padded to the same width.
 fn normalise(text: &str, stable: &str, canary: &str) -> String {
     let placeholder = |tag: char, hash: &str| {
         let mut p = format!("<{tag}");
@@ -76,11 +76,16 @@ fn normalise(text: &str, stable: &str, canary: &str) -> String {
         p
     };
     let ages = regex::Regex::new(r"\b\d+(s|m\d+s|m|h|d)\b( *)").unwrap();
+    // A run's name ends in the Rollout's event count when it was made.
+    let run_suffix = regex::Regex::new(r"(-step\d+-)(\d+)\b").unwrap();
     text.lines()
         .map(|l| {
             let l = l
                 .replace(stable, &placeholder('s', stable))
                 .replace(canary, &placeholder('c', canary));
+            let l = run_suffix.replace_all(&l, |caps: &regex::Captures| {
+                format!("{}{}", &caps[1], "#".repeat(caps[2].len()))
+            });
             ages.replace_all(&l, |caps: &regex::Captures| {
                 format!("{:width$}", "<a>", width = caps[0].len().max(3))
             })
