@@ -407,6 +407,36 @@ async fn pause_holds_and_resume_releases_a_rollout() {
     let c = &e.c;
     let kc = c.kubeconfig.clone();
     paused_canary(c).await;
+    // Every write conflicting: the verb re-reads and decides again a few times, then gives up with
+    // one line, having changed nothing.
+    let faults = |rate: f64| json!({"errorRate": rate, "errorCodes": [409]}).to_string();
+    assert_eq!(
+        c.raw(
+            "PUT",
+            "/emulator/faults",
+            Some("application/json"),
+            faults(1.0)
+        )
+        .await
+        .status,
+        200
+    );
+    refused(
+        &weir(&kc, &["pause", "web"]).await,
+        "rollout default/web kept changing while being updated",
+    );
+    assert_eq!(
+        c.raw(
+            "PUT",
+            "/emulator/faults",
+            Some("application/json"),
+            faults(0.0)
+        )
+        .await
+        .status,
+        200
+    );
+    assert!(spec(c).await.get("paused").is_none_or(|p| p == false));
     // Promote past the pause step, but hold the Rollout first: it must stay where it is.
     let run = kubectl_weir(&kc, &["pause", "web"]).await;
     assert_eq!(ok(&run), "rollout default/web paused (spec.paused=true)\n");

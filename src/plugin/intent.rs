@@ -41,8 +41,8 @@ pub async fn apply(
     decide: impl Fn(&Rollout) -> Result<Intent, PluginError>,
 ) -> Result<u8, PluginError> {
     let conn = cluster.connect().await?;
-    let mut last = None;
-    for _ in 0..ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         let rollout = get_rollout(&conn, name).await?;
         let intent = decide(&rollout)?;
         match write(&conn, name, &rollout, &intent).await {
@@ -50,7 +50,16 @@ pub async fn apply(
                 super::output::print(&format!("{}\n", intent.summary))?;
                 return Ok(EXIT_OK);
             }
-            Err(e) if status_code(&e) == Some(409) => last = Some(e),
+            Err(e) if status_code(&e) == Some(409) && attempt < ATTEMPTS => attempt += 1,
+            Err(e) if status_code(&e) == Some(409) => {
+                return Err(PluginError::api(
+                    format!(
+                        "rollout {}/{name} kept changing while being updated",
+                        conn.namespace
+                    ),
+                    e,
+                ));
+            }
             Err(e) => {
                 return Err(PluginError::api(
                     format!("updating rollout {}/{name}", conn.namespace),
@@ -59,14 +68,6 @@ pub async fn apply(
             }
         }
     }
-    let error = last.expect("the loop ran at least once");
-    Err(PluginError::api(
-        format!(
-            "rollout {}/{name} kept changing while being updated",
-            conn.namespace
-        ),
-        error,
-    ))
 }
 
 async fn write(
