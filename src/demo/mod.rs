@@ -252,7 +252,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             },
         )),
     ];
-    let _load = app::load_generator(client.clone(), story::NS.into(), addrs.clone(), 40);
+    let load = app::load_generator(client.clone(), story::NS.into(), addrs.clone(), 40);
     let world = story::World {
         client: client.clone(),
         repo: git,
@@ -275,8 +275,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         ));
         let _ = tokio::signal::ctrl_c().await;
     }
+    // Everything that talks to the emulator stops before it does.
+    load.abort();
+    let _ = load.await;
     for c in controllers {
         c.abort();
+        let _ = c.await;
     }
     emulator.shutdown();
     if opts.workdir.is_none() && !opts.keep {

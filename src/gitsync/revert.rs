@@ -248,7 +248,15 @@ impl RevertWriter<'_> {
     ) -> Result<Outcome, RevertError> {
         match step {
             Step::Plan { pod_hash, reason } => self.plan(gs, ro, &pod_hash, &reason).await,
-            Step::Push { pod_hash, commit } => self.push(gs, ro, &pod_hash, &commit).await,
+            Step::Push { pod_hash, commit } => {
+                let reverted = ro
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.git_revert.as_ref())
+                    .map(|r| r.reverted_commits.clone())
+                    .unwrap_or_default();
+                self.push(gs, ro, &pod_hash, &commit, &reverted).await
+            }
         }
     }
 
@@ -385,7 +393,7 @@ impl RevertWriter<'_> {
         {
             return Ok(Outcome::Idle);
         }
-        self.push(gs, ro, pod_hash, &commit).await
+        self.push(gs, ro, pod_hash, &commit, &shas).await
     }
 
     async fn push(
@@ -394,6 +402,7 @@ impl RevertWriter<'_> {
         ro: &Rollout,
         pod_hash: &str,
         commit: &str,
+        reverted: &[String],
     ) -> Result<Outcome, RevertError> {
         let Some(branch) = gs.spec.revert_push_branch().map(str::to_string) else {
             return Ok(Outcome::Idle);
@@ -406,7 +415,7 @@ impl RevertWriter<'_> {
                 .push(self.key, &gs.spec.url, &commit, &branch, self.auth)
                 .await
             {
-                Ok(()) => return self.pushed(ro, pod_hash, &commit, &branch).await,
+                Ok(()) => return self.pushed(ro, pod_hash, &commit, &branch, reverted).await,
                 Err(GitError::NonFastForward { .. }) => {}
                 // The mirror lost the commit (a new cache): plan again on the remote's tip; if the
                 // revert already landed, that finds nothing left to revert.
@@ -434,7 +443,9 @@ impl RevertWriter<'_> {
                 Err(GitError::NothingToCommit { .. }) => {
                     // The branch already holds the revert: ours landed before a restart, or a
                     // person reverted by hand.
-                    return self.pushed(ro, pod_hash, &commit, &branch).await;
+                    return self
+                        .pushed(ro, pod_hash, &commit, &branch, reverted)
+                        .await;
                 }
                 Err(GitError::Conflict { files, .. }) => {
                     return self
@@ -479,13 +490,8 @@ impl RevertWriter<'_> {
         pod_hash: &str,
         commit: &str,
         branch: &str,
+        reverted: &[String],
     ) -> Result<Outcome, RevertError> {
-        let reverted = ro
-            .status
-            .as_ref()
-            .and_then(|s| s.git_revert.as_ref())
-            .map(|r| r.reverted_commits.clone())
-            .unwrap_or_default();
         let listed = reverted
             .iter()
             .map(|c| short(c).to_string())
