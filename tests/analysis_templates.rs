@@ -643,12 +643,12 @@ async fn every_template_decides_healthy_failing_and_idle_canaries_correctly() {
         "every file in analysis-templates/ needs a case (with test data) in TEMPLATES, and every case a file"
     );
 
-    let server = Prometheus::start(&openmetrics()).await;
-    let mut problems = Vec::new();
-    let mut verdicts = 0;
+    let templates: BTreeMap<&str, ClusterAnalysisTemplate> = TEMPLATES
+        .iter()
+        .map(|case| (case.file, load(case.file, &files[case.file])))
+        .collect();
     for case in TEMPLATES {
-        let template = load(case.file, &files[case.file]);
-        let metric_names: Vec<&str> = template
+        let names: Vec<&str> = templates[case.file]
             .spec
             .template
             .metrics
@@ -656,62 +656,80 @@ async fn every_template_decides_healthy_failing_and_idle_canaries_correctly() {
             .map(|m| m.name.as_str())
             .collect();
         let listed: Vec<&str> = case.metrics.iter().map(|(name, _)| *name).collect();
-        assert_eq!(
-            metric_names, listed,
-            "{}: metrics without expectations",
-            case.file
-        );
+        assert_eq!(names, listed, "{}: metrics without expectations", case.file);
+    }
+
+    // Each template alone, then the templates of a family together in one step, as the README
+    // shows: they must share their arguments without conflict.
+    let mut steps: Vec<Vec<&TemplateCase>> = TEMPLATES.iter().map(|case| vec![case]).collect();
+    for family in [Family::Istio, Family::EnvoyGateway, Family::Nginx] {
+        steps.push(TEMPLATES.iter().filter(|c| c.family == family).collect());
+    }
+
+    let server = Prometheus::start(&openmetrics()).await;
+    let mut problems = Vec::new();
+    let mut verdicts = 0;
+    for step in &steps {
+        let label = step.iter().map(|c| c.file).collect::<Vec<_>>().join(" + ");
+        let specs: Vec<_> = step
+            .iter()
+            .map(|c| templates[c.file].spec.template.clone())
+            .collect();
         for canary in CANARIES {
-            let mut args = (case.args)(canary);
-            args.as_array_mut()
-                .unwrap()
-                .push(json!({"name": "prometheus-address", "value": server.url()}));
-            let ro = rollout(canary, &args);
-            let analysis: RolloutAnalysis = serde_json::from_value(json!({
-                "templates": [{"templateName": case.file.trim_end_matches(".yaml"), "clusterScope": true}],
-                "args": args,
-            }))
-            .unwrap();
-            let spec = runs::run_spec(
-                &ro,
-                &analysis,
-                std::slice::from_ref(&template.spec.template),
-            )
-            .unwrap_or_else(|e| panic!("{}: {e}", case.file));
-            let status = decide(&spec).await;
-            for (metric, measures) in case.metrics {
-                let want = expected(case.family, *measures, canary.behaviour);
-                let result = status
-                    .metric_results
-                    .iter()
-                    .find(|r| r.name == *metric)
-                    .unwrap_or_else(|| panic!("{}: no result for {metric}", case.file));
-                verdicts += 1;
-                if result.phase != want {
-                    problems.push(format!(
-                        "{} on the {:?} canary {}: {metric} is {}, expected {want}; measurements: {:?}",
-                        case.file,
-                        canary.behaviour,
-                        canary.rollout,
-                        result.phase,
-                        result
-                            .measurements
-                            .iter()
-                            .map(|m| m.message.clone().unwrap_or_default())
-                            .collect::<Vec<_>>()
-                    ));
+            let mut args: Vec<Value> = Vec::new();
+            for case in step {
+                for arg in (case.args)(canary).as_array().unwrap() {
+                    if !args.iter().any(|a| a["name"] == arg["name"]) {
+                        args.push(arg.clone());
+                    }
                 }
             }
-            let run_want = case
-                .metrics
+            args.push(json!({"name": "prometheus-address", "value": server.url()}));
+            let args = Value::Array(args);
+            let ro = rollout(canary, &args);
+            let references: Vec<Value> = step
                 .iter()
-                .map(|(_, measures)| expected(case.family, *measures, canary.behaviour))
-                .max_by_key(|phase| severity(*phase))
-                .unwrap();
+                .map(|c| json!({"templateName": c.file.trim_end_matches(".yaml"), "clusterScope": true}))
+                .collect();
+            let analysis: RolloutAnalysis =
+                serde_json::from_value(json!({"templates": references, "args": args})).unwrap();
+            let spec =
+                runs::run_spec(&ro, &analysis, &specs).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let status = decide(&spec).await;
+            let mut run_want = AnalysisPhase::Successful;
+            for case in step {
+                for (metric, measures) in case.metrics {
+                    let want = expected(case.family, *measures, canary.behaviour);
+                    if severity(want) > severity(run_want) {
+                        run_want = want;
+                    }
+                    let result = status
+                        .metric_results
+                        .iter()
+                        .find(|r| r.name == *metric)
+                        .unwrap_or_else(|| panic!("{label}: no result for {metric}"));
+                    verdicts += 1;
+                    // A run completes as soon as one metric fails, leaving the others Running.
+                    let decided_early = step.len() > 1 && result.phase == AnalysisPhase::Running;
+                    if result.phase != want && !decided_early {
+                        problems.push(format!(
+                            "{label} on the {:?} canary {}: {metric} is {}, expected {want}; measurements: {:?}",
+                            canary.behaviour,
+                            canary.rollout,
+                            result.phase,
+                            result
+                                .measurements
+                                .iter()
+                                .map(|m| m.message.clone().unwrap_or_default())
+                                .collect::<Vec<_>>()
+                        ));
+                    }
+                }
+            }
             if status.phase != run_want {
                 problems.push(format!(
-                    "{} on the {:?} canary: the run is {}, expected {run_want}: {:?}",
-                    case.file, canary.behaviour, status.phase, status.message
+                    "{label} on the {:?} canary: the run is {}, expected {run_want}: {:?}",
+                    canary.behaviour, status.phase, status.message
                 ));
             }
         }
