@@ -515,7 +515,7 @@ fn openmetrics() -> String {
                 let pod = pod_name(name, version);
                 let labels = match family {
                     Family::Istio => format!(
-                        "reporter=\"destination\",destination_service_namespace=\"{NAMESPACE}\",destination_service_name=\"{service}\",destination_workload=\"{name}\""
+                        "reporter=\"source\",destination_service_namespace=\"{NAMESPACE}\",destination_service_name=\"{service}\",destination_workload=\"{name}\""
                     ),
                     Family::Nginx => format!(
                         "namespace=\"{NAMESPACE}\",ingress=\"{name}\",service=\"{service}\",method=\"GET\""
