@@ -487,48 +487,64 @@ fn openmetrics() -> String {
         Family::Http,
         Family::Linkerd,
     ];
+    let failing = traffic(Behaviour::Failing).unwrap();
     let mut text = String::new();
     for family in families {
         let mut workloads = Vec::new();
-        for canary in CANARIES {
-            let name = canary.rollout;
-            let canary_traffic = traffic(canary.behaviour);
-            let versions: [(u32, Option<&Traffic>); 2] =
-                [(1, Some(&HEALTHY)), (2, canary_traffic.as_ref())];
-            if family == Family::EnvoyGateway {
-                // Both backendRefs of the route's rule feed one Envoy cluster.
-                let mut parts = vec![(1.0 - CANARY_WEIGHT, &HEALTHY)];
-                parts.extend(canary_traffic.as_ref().map(|t| (CANARY_WEIGHT, t)));
-                let labels = format!(
-                    "envoy_cluster_name=\"httproute/{NAMESPACE}/{name}/rule/0\",namespace=\"envoy-gateway-system\""
-                );
-                workloads.push((labels, counters(&parts, &times)));
-                continue;
-            }
-            for (version, traffic) in versions {
-                let Some(traffic) = traffic else { continue };
-                let service = if version == 1 {
-                    format!("{name}-stable")
+        // The same names in another namespace, all failing: a template that forgets to select the
+        // namespace judges a healthy canary by them.
+        for (namespace, decoy) in [(NAMESPACE, false), ("staging", true)] {
+            for canary in CANARIES {
+                let name = canary.rollout;
+                let canary_traffic = if decoy {
+                    Some(traffic(Behaviour::Failing).unwrap())
                 } else {
-                    format!("{name}-canary")
+                    traffic(canary.behaviour)
                 };
-                let pod = pod_name(name, version);
-                let labels = match family {
-                    Family::Istio => format!(
-                        "reporter=\"source\",destination_service_namespace=\"{NAMESPACE}\",destination_service_name=\"{service}\",destination_workload=\"{name}\""
-                    ),
-                    Family::Nginx => format!(
-                        "namespace=\"{NAMESPACE}\",ingress=\"{name}\",service=\"{service}\",method=\"GET\""
-                    ),
-                    Family::Http => {
-                        format!("namespace=\"{NAMESPACE}\",pod=\"{pod}\",method=\"GET\"")
-                    }
-                    Family::Linkerd => format!(
-                        "direction=\"inbound\",namespace=\"{NAMESPACE}\",pod=\"{pod}\",tls=\"true\""
-                    ),
-                    Family::EnvoyGateway => unreachable!("handled above"),
-                };
-                workloads.push((labels, counters(&[(1.0, traffic)], &times)));
+                let stable_traffic = if decoy { &failing } else { &HEALTHY };
+                if family == Family::EnvoyGateway {
+                    // Both backendRefs of the route's rule feed one Envoy cluster.
+                    let mut parts = vec![(1.0 - CANARY_WEIGHT, stable_traffic)];
+                    parts.extend(canary_traffic.as_ref().map(|t| (CANARY_WEIGHT, t)));
+                    let labels = format!(
+                        "envoy_cluster_name=\"httproute/{namespace}/{name}/rule/0\",namespace=\"envoy-gateway-system\""
+                    );
+                    workloads.push((labels, counters(&parts, &times)));
+                    continue;
+                }
+                let versions = [(1, Some(stable_traffic)), (2, canary_traffic.as_ref())];
+                for (version, traffic) in versions {
+                    let Some(traffic) = traffic else { continue };
+                    let service = if version == 1 {
+                        format!("{name}-stable")
+                    } else {
+                        format!("{name}-canary")
+                    };
+                    let pod = pod_name(name, version);
+                    let labels = match family {
+                        Family::Istio => format!(
+                            "reporter=\"source\",destination_service_namespace=\"{namespace}\",destination_service_name=\"{service}\",destination_workload=\"{name}\""
+                        ),
+                        Family::Nginx => format!(
+                            "namespace=\"{namespace}\",ingress=\"{name}\",service=\"{service}\",method=\"GET\""
+                        ),
+                        Family::Http => {
+                            format!("namespace=\"{namespace}\",pod=\"{pod}\",method=\"GET\"")
+                        }
+                        Family::Linkerd => {
+                            // The pod's own calls to a failing dependency: not the pod's answers.
+                            let outbound = format!(
+                                "direction=\"outbound\",namespace=\"{namespace}\",pod=\"{pod}\",tls=\"true\""
+                            );
+                            workloads.push((outbound, counters(&[(1.0, &failing)], &times)));
+                            format!(
+                                "direction=\"inbound\",namespace=\"{namespace}\",pod=\"{pod}\",tls=\"true\""
+                            )
+                        }
+                        Family::EnvoyGateway => unreachable!("handled above"),
+                    };
+                    workloads.push((labels, counters(&[(1.0, traffic)], &times)));
+                }
             }
         }
         text.push_str(&render(family, &workloads, &times));
