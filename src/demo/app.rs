@@ -97,7 +97,8 @@ async fn serve(State(v): State<Arc<Version>>) -> (axum::http::StatusCode, &'stat
         c.sum_seconds += secs;
         c.count += 1;
         let now = Instant::now();
-        c.recent.retain(|(t, _)| now.duration_since(*t) < STATS_WINDOW);
+        c.recent
+            .retain(|(t, _)| now.duration_since(*t) < STATS_WINDOW);
         c.recent.push((now, error));
     }
     if error {
@@ -137,11 +138,14 @@ async fn metrics(State(v): State<Arc<Version>>) -> String {
 
 /// The error rate over the last few seconds, as JSON: what the web provider reads when there is
 /// no Prometheus. `null` with no traffic, so that no data never looks healthy.
-async fn stats(State(v): State<Arc<Version>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn stats(
+    State(v): State<Arc<Version>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let body = match v.counters.lock() {
         Ok(mut c) => {
             let now = Instant::now();
-            c.recent.retain(|(t, _)| now.duration_since(*t) < STATS_WINDOW);
+            c.recent
+                .retain(|(t, _)| now.duration_since(*t) < STATS_WINDOW);
             let total = c.recent.len();
             let errors = c.recent.iter().filter(|(_, e)| *e).count();
             let rate = (total > 0).then(|| errors as f64 / total as f64);
@@ -150,7 +154,10 @@ async fn stats(State(v): State<Arc<Version>>) -> ([(axum::http::HeaderName, &'st
         }
         Err(_) => "{}".into(),
     };
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }
 
 /// Where traffic goes now: the stable and canary versions and the canary's percent.
@@ -192,7 +199,10 @@ pub async fn observe_split(client: &Client, ns: &str) -> anyhow::Result<Split> {
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
     let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), ns);
     let rs_list = sets.list(&Default::default()).await?.items;
-    for (svc, slot) in [("web-stable", &mut split.stable), ("web-canary", &mut split.canary)] {
+    for (svc, slot) in [
+        ("web-stable", &mut split.stable),
+        ("web-canary", &mut split.canary),
+    ] {
         let hash = services
             .get_opt(svc)
             .await?
@@ -244,7 +254,11 @@ pub fn load_generator(
                 refreshed = Instant::now();
             }
             let to_canary = fastrand::u32(0..100) < split.canary_weight;
-            let version = if to_canary { &split.canary } else { &split.stable };
+            let version = if to_canary {
+                &split.canary
+            } else {
+                &split.stable
+            };
             let Some(addr) = version.as_deref().and_then(addr_of) else {
                 continue;
             };

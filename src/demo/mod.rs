@@ -18,7 +18,8 @@ use kube::api::{Api, Patch, PatchParams};
 use app::{AppServer, Behaviour};
 
 /// Our HTTPRoute CRD (the one the tests use), so the demo needs nothing from the repository.
-const HTTPROUTE_CRD: &str = include_str!("../../e2e/crds/gateway.networking.k8s.io_httproutes.yaml");
+const HTTPROUTE_CRD: &str =
+    include_str!("../../e2e/crds/gateway.networking.k8s.io_httproutes.yaml");
 
 /// Options of `weir demo`.
 #[derive(Debug, Clone)]
@@ -39,7 +40,9 @@ impl Drop for Child {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// The first `name` on PATH.
@@ -86,14 +89,20 @@ async fn git_daemon(base: &Path) -> anyhow::Result<(Child, String)> {
         .spawn()
         .context("starting `git daemon` (install git: apt-get install -y git)")?;
     wait_until("git daemon listening", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
     })
     .await?;
     Ok((Child(child), format!("git://127.0.0.1:{port}/apps.git")))
 }
 
 /// Prometheus scraping the app versions every second, when it is installed.
-async fn prometheus(binary: &Path, dir: &Path, targets: &[String]) -> anyhow::Result<(Child, String)> {
+async fn prometheus(
+    binary: &Path,
+    dir: &Path,
+    targets: &[String],
+) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
     let config = dir.join("prometheus.yml");
     let list = targets
@@ -103,11 +112,16 @@ async fn prometheus(binary: &Path, dir: &Path, targets: &[String]) -> anyhow::Re
         .join(", ");
     std::fs::write(
         &config,
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: web\n  static_configs:\n  - targets: [{list}]\n"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: web\n  static_configs:\n  - targets: [{list}]\n"
+        ),
     )?;
     let child = tokio::process::Command::new(binary)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=error")
         .stdin(Stdio::null())
@@ -130,17 +144,21 @@ async fn prometheus(binary: &Path, dir: &Path, targets: &[String]) -> anyhow::Re
         "{url}/api/v1/query?query=count(count_over_time(http_requests_total%5B10s%5D)%20%3E%3D%202)%20%3E%3D%20{}",
         targets.len() * 2
     );
-    wait_until("Prometheus scraping the app", Duration::from_secs(30), || async {
-        let body: Option<serde_json::Value> = match http.get(&query).send().await {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
-        body.is_some_and(|b| {
-            b["data"]["result"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-        })
-    })
+    wait_until(
+        "Prometheus scraping the app",
+        Duration::from_secs(30),
+        || async {
+            let body: Option<serde_json::Value> = match http.get(&query).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            body.is_some_and(|b| {
+                b["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+            })
+        },
+    )
     .await?;
     Ok((Child(child), url))
 }
@@ -151,9 +169,13 @@ async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
         serde_saphyr::from_str(HTTPROUTE_CRD).context("parsing the HTTPRoute CRD")?;
     for crd in weir::api::crds::all().into_iter().chain([route]) {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply("weir-demo").force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("installing CRD {name}"))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("weir-demo").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("installing CRD {name}"))?;
     }
     Ok(())
 }
@@ -168,8 +190,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("weir-demo-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&workdir)
-        .with_context(|| format!("creating {}", workdir.display()))?;
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let workdir = std::fs::canonicalize(&workdir)?;
     let say = story::Narrator::new(started);
 
@@ -182,7 +203,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     .await?;
     let client = kube::Client::try_from(emulator.kube_config())?;
     install_crds(&client).await?;
-    say.line(format!("cluster: Kubernetes API emulator at {}", emulator.url()));
+    say.line(format!(
+        "cluster: Kubernetes API emulator at {}",
+        emulator.url()
+    ));
 
     // The app, in three versions: 1.0 and 2.0 healthy, 3.0 failing half its requests.
     let healthy = Behaviour {
@@ -217,7 +241,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let (_prometheus, metrics) = match on_path("prometheus") {
         Some(binary) => {
             let (child, url) = prometheus(&binary, &prom_dir, &targets).await?;
-            say.line(format!("metrics: Prometheus at {url}, scraping every second"));
+            say.line(format!(
+                "metrics: Prometheus at {url}, scraping every second"
+            ));
             (Some(child), story::Metrics::Prometheus(url))
         }
         None => {
@@ -233,7 +259,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // Git.
     let git = story::Repo::create(&workdir).await?;
     let (_daemon, url) = git_daemon(&git.served).await?;
-    say.line(format!("git: {url} (git daemon), a clone to commit from in {}", git.work.display()));
+    say.line(format!(
+        "git: {url} (git daemon), a clone to commit from in {}",
+        git.work.display()
+    ));
 
     // weir.
     let settings = weir::gitsync::controller::Settings {

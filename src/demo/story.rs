@@ -67,7 +67,10 @@ async fn receive(State((alerts, say)): State<(Alerts, Narrator)>, body: String) 
                     .collect()
             })
             .unwrap_or_default();
-        say.line(format!("chat alert: {title}\n{summary}\n{}", steps.join("\n")));
+        say.line(format!(
+            "chat alert: {title}\n{summary}\n{}",
+            steps.join("\n")
+        ));
         if let Ok(mut all) = alerts.lock() {
             all.push(alert);
         }
@@ -137,8 +140,11 @@ impl Repo {
             work,
             home,
         };
-        repo.git(&repo.served, &["init", "-q", "--bare", "-b", "main", "apps.git"])
-            .await?;
+        repo.git(
+            &repo.served,
+            &["init", "-q", "--bare", "-b", "main", "apps.git"],
+        )
+        .await?;
         repo.git(&repo.work, &["init", "-q", "-b", "main"]).await?;
         let remote = repo.remote.to_string_lossy().to_string();
         repo.git(&repo.work, &["remote", "add", "origin", &remote])
@@ -147,9 +153,17 @@ impl Repo {
     }
 
     /// Writes `files`, commits and pushes; returns the commit.
-    pub async fn commit(&self, message: &str, files: &[(String, String)]) -> anyhow::Result<String> {
+    pub async fn commit(
+        &self,
+        message: &str,
+        files: &[(String, String)],
+    ) -> anyhow::Result<String> {
         // weir may have pushed a revert since: start from the remote's main.
-        if self.git(&self.work, &["fetch", "-q", "origin"]).await.is_ok() {
+        if self
+            .git(&self.work, &["fetch", "-q", "origin"])
+            .await
+            .is_ok()
+        {
             let _ = self
                 .git(&self.work, &["reset", "-q", "--hard", "origin/main"])
                 .await;
@@ -162,7 +176,8 @@ impl Repo {
             std::fs::write(path, content)?;
         }
         self.git(&self.work, &["add", "-A"]).await?;
-        self.git(&self.work, &["commit", "-q", "-m", message]).await?;
+        self.git(&self.work, &["commit", "-q", "-m", message])
+            .await?;
         self.git(&self.work, &["push", "-q", "origin", "HEAD:main"])
             .await?;
         self.git(&self.work, &["rev-parse", "HEAD"]).await
@@ -174,7 +189,13 @@ impl Repo {
         let log = self
             .git(
                 &self.served,
-                &[&git_dir, "log", "--reverse", "--format=%H%x1f%B%x1e", &format!("{base}..main")],
+                &[
+                    &git_dir,
+                    "log",
+                    "--reverse",
+                    "--format=%H%x1f%B%x1e",
+                    &format!("{base}..main"),
+                ],
             )
             .await?;
         Ok(log
@@ -355,9 +376,12 @@ spec:
     }
 
     async fn stable_on(&self, commit: &str) -> bool {
-        self.rollout().await.and_then(|r| r.status).is_some_and(|s| {
-            s.phase == Some(RolloutPhase::Healthy) && s.stable_commit.as_deref() == Some(commit)
-        })
+        self.rollout()
+            .await
+            .and_then(|r| r.status)
+            .is_some_and(|s| {
+                s.phase == Some(RolloutPhase::Healthy) && s.stable_commit.as_deref() == Some(commit)
+            })
     }
 
     /// The three acts.
@@ -369,23 +393,31 @@ spec:
     }
 
     async fn acts(&self) -> anyhow::Result<()> {
-        self.say.line("act 1: commit web 1.0 and point a GitSync at the repository");
+        self.say
+            .line("act 1: commit web 1.0 and point a GitSync at the repository");
         let c1 = self.repo.commit("web 1.0", &self.files("1.0")).await?;
         let gs = json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync", "metadata": {"name": "apps", "namespace": NS},
             "spec": {"url": self.url, "ref": {"branch": "main"}, "path": "apps", "interval": "2s", "prune": true,
                      "revert": {"author": {"name": "weir", "email": "weir@demo.local"}}}});
         Api::<GitSync>::namespaced(self.client.clone(), NS)
-            .patch("apps", &PatchParams::apply("weir-demo").force(), &Patch::Apply(&gs))
+            .patch(
+                "apps",
+                &PatchParams::apply("weir-demo").force(),
+                &Patch::Apply(&gs),
+            )
             .await
             .context("creating the GitSync")?;
-        self.until("web 1.0 Healthy", || self.stable_on(&c1)).await?;
+        self.until("web 1.0 Healthy", || self.stable_on(&c1))
+            .await?;
 
-        self.say.line("act 2: commit web 2.0, a good release: canary 25%, analysis, 75%, then 100%");
+        self.say
+            .line("act 2: commit web 2.0, a good release: canary 25%, analysis, 75%, then 100%");
         let c2 = self.repo.commit("web 2.0", &self.files("2.0")).await?;
         self.until("web 2.0 promoted to 100%", || self.stable_on(&c2))
             .await?;
 
-        self.say.line("act 3: commit web 3.0, a bad release that fails half its requests");
+        self.say
+            .line("act 3: commit web 3.0, a bad release that fails half its requests");
         let c3 = self.repo.commit("web 3.0", &self.files("3.0")).await?;
         self.until("the revert of web 3.0 pushed", || async {
             self.rollout()

@@ -443,9 +443,7 @@ impl RevertWriter<'_> {
                 Err(GitError::NothingToCommit { .. }) => {
                     // The branch already holds the revert: ours landed before a restart, or a
                     // person reverted by hand.
-                    return self
-                        .pushed(ro, pod_hash, &commit, &branch, reverted)
-                        .await;
+                    return self.pushed(ro, pod_hash, &commit, &branch, reverted).await;
                 }
                 Err(GitError::Conflict { files, .. }) => {
                     return self

@@ -626,7 +626,8 @@ fn invalid_specs_make_no_changes() {
         assert_eq!(reasons(&p), vec!["InvalidSpec"]);
         // What is missing may appear any moment (the same Git sync creates it): look again soon.
         assert!(
-            p.requeue.is_some_and(|r| r <= crate::rollout::plan::INVALID_SPEC_RETRY),
+            p.requeue
+                .is_some_and(|r| r <= crate::rollout::plan::INVALID_SPEC_RETRY),
             "{want}: {:?}",
             p.requeue
         );
