@@ -9,4 +9,5 @@ pub mod gitsync;
 pub mod notify;
 pub mod plugin;
 pub mod rollout;
+pub mod telemetry;
 pub mod traffic;

@@ -72,6 +72,10 @@ struct RunArgs {
     /// kubectl used to build kustomizations (`kubectl kustomize`).
     #[arg(long, env = "WEIR_KUBECTL", default_value = "kubectl")]
     kubectl: PathBuf,
+    /// Where to serve /metrics, /healthz and /readyz ("off" to serve nothing). A port already in
+    /// use is reported and the controllers run anyway.
+    #[arg(long, env = "WEIR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
     /// The cluster's name as people know it; every chat alert names it.
     #[arg(long, env = "WEIR_CLUSTER_NAME")]
     cluster_name: Option<String>,
@@ -225,6 +229,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API")?;
     println!("connected to Kubernetes {}", version.git_version);
+    if args.metrics_addr != "off" {
+        match args.metrics_addr.parse::<SocketAddr>() {
+            Ok(addr) => match weir::telemetry::serve(addr).await {
+                Ok(bound) => {
+                    println!("metrics and health on http://{bound}/metrics, /healthz, /readyz")
+                }
+                Err(e) => eprintln!(
+                    "warning: cannot serve metrics on {addr}: {e}; running without /metrics"
+                ),
+            },
+            Err(e) => anyhow::bail!("--metrics-addr {:?}: {e}", args.metrics_addr),
+        }
+    }
+    weir::telemetry::global().set_ready(true);
     let cluster_name = args
         .cluster_name
         .clone()

@@ -48,7 +48,7 @@ pub async fn run(client: Client) {
     });
     Controller::new(api, watcher::Config::default())
         .run(
-            reconcile,
+            |obj, ctx| crate::telemetry::timed("analysis", reconcile(obj, ctx)),
             |_, err, _| {
                 tracing::warn!(error = %err, "analysis reconcile failed; retrying");
                 Requeue::requeue(Duration::from_secs(1))
@@ -126,6 +126,7 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
                 Observation::Value(v) => Some(v.display()),
                 Observation::Error(_) => None,
             };
+            crate::telemetry::global().measured(phase.as_str());
             assessment::record(
                 &spec,
                 &mut status,
@@ -141,6 +142,9 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
     assessment::assess(&spec, &mut status, (ctx.clock)());
     if status != old {
         write_status(&ctx, &run, status.clone()).await?;
+        if status.phase.is_completed() && !old.phase.is_completed() {
+            crate::telemetry::global().run_completed(status.phase.as_str());
+        }
     }
     if status.phase.is_completed() {
         return Ok(Requeue::await_change());

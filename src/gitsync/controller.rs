@@ -120,7 +120,11 @@ pub async fn run(client: Client, settings: Settings) {
                 .and_then(|v| v.split_once('/'))
                 .map(|(ns, name)| ObjectRef::<GitSync>::new(name).within(ns))
         })
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |obj, ctx| crate::telemetry::timed("gitsync", reconcile(obj, ctx)),
+            error_policy,
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "gitsync reconcile failed");
@@ -418,13 +422,17 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
                 now,
             };
             tracing::info!(rollout = %ro.name_any(), ?step, "revert writer");
-            if writer
+            match writer
                 .run(&gs, &ro, step)
                 .await
                 .map_err(ControllerError::Revert)?
-                == Outcome::Pushed
             {
-                force = true;
+                Outcome::Pushed => {
+                    crate::telemetry::global().reverted("pushed");
+                    force = true;
+                }
+                Outcome::Blocked => crate::telemetry::global().reverted("blocked"),
+                Outcome::Idle => {}
             }
         }
     }
@@ -481,7 +489,10 @@ async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Att
         requested_at: None,
     };
     let spec_ref = GitRefSpec::from_spec(gs.spec.git_ref.as_ref());
-    let revision = match ctx.git.fetch(key, &gs.spec.url, &spec_ref, auth).await {
+    let fetch_started = std::time::Instant::now();
+    let fetched = ctx.git.fetch(key, &gs.spec.url, &spec_ref, auth).await;
+    crate::telemetry::global().fetched(fetch_started.elapsed());
+    let revision = match fetched {
         Ok(r) => r,
         Err(e) => return failed(None, reasons::FETCH_FAILED, e.to_string()),
     };
@@ -505,6 +516,7 @@ async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Att
     }
     let old = gs.status.clone().unwrap_or_default();
     let gs = &*gs;
+    let apply_started = std::time::Instant::now();
     let objects = match rendered(ctx, gs, key, &revision).await {
         Ok(o) => o,
         Err(message) => return failed(Some(revision), reasons::RENDER_FAILED, message),
@@ -527,6 +539,7 @@ async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Att
             "applied"
         );
     }
+    crate::telemetry::global().applied(apply_started.elapsed());
     if gs.spec.prune {
         let gone = stale(&old.inventory, &report.inventory);
         if let Err(e) = ctx.applier.prune(&gone, key).await {

@@ -340,6 +340,7 @@ async fn handle(shared: &Shared, delivery: &Delivery, ev: &CoreEvent) {
             alert: alert.clone(),
             target,
         }) {
+            crate::telemetry::global().alert("dropped");
             let job_ref = JobRef {
                 provider: &p,
                 alert: &alert,
@@ -757,6 +758,7 @@ impl DeliveryReport for Recorder {
             };
             let (result, ready) = match outcome {
                 Outcome::Delivered { attempts } => {
+                    crate::telemetry::global().alert("delivered");
                     tracing::info!(provider = %job.target.name, event = %job.alert.event, rollout = %job.alert.rollout, attempts, "alert delivered");
                     let ready = Ready {
                         holds: true,
@@ -766,6 +768,7 @@ impl DeliveryReport for Recorder {
                     (SentAlertOutcome::Delivered, ready)
                 }
                 Outcome::Failed { attempts, error } => {
+                    crate::telemetry::global().alert("failed");
                     tracing::warn!(provider = %job.target.name, event = %job.alert.event, rollout = %job.alert.rollout, attempts, error = %error, "alert not delivered");
                     let mut why = error.to_string();
                     if let Some(source) = std::error::Error::source(error) {

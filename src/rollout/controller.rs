@@ -101,16 +101,34 @@ pub async fn run(client: Client) {
         clock: Box::new(jiff::Timestamp::now),
     });
     let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
-    Controller::new_with(rollouts, watcher::Config::default(), rollout_resource())
+    // The Controller never reconciles an object that is gone, so deletions are watched apart, to
+    // drop the deleted Rollout's metric series.
+    let deletions = watcher(rollouts.clone(), watcher::Config::default())
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Ok(watcher::Event::Delete(ro)) = event {
+                crate::telemetry::global().rollout(
+                    &ro.namespace().unwrap_or_default(),
+                    &ro.name_any(),
+                    None,
+                );
+            }
+        });
+    let controller = Controller::new_with(rollouts, watcher::Config::default(), rollout_resource())
         .owns_stream_with(rs_stream, ())
         .owns_stream_with(run_stream, ())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |obj, ctx| crate::telemetry::timed("rollout", reconcile(obj, ctx)),
+            error_policy,
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "rollout reconcile failed");
             }
-        })
-        .await;
+        });
+    // Both end together, so a cancelled controller leaves no watch behind.
+    futures::future::join(controller, deletions).await;
 }
 
 fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
@@ -138,6 +156,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
         .await
         .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
     else {
+        crate::telemetry::global().rollout(&ns, &name, None);
         return Ok(Requeue::await_change());
     };
     let value = serde_json::to_value(&fresh).map_err(ControllerError::Decode)?;
@@ -158,6 +177,14 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
         record(&ctx, &ro, status.recorded_events, t, now).await?;
         status.recorded_events += 1;
     }
+    crate::telemetry::global().rollout(
+        &ns,
+        &name,
+        Some((
+            status.phase.map_or("Progressing", |p| p.as_str()),
+            status.weights.map_or(0, |w| i64::from(w.canary)),
+        )),
+    );
     if status != old {
         let mut next = ro.clone();
         next.status = Some(status);
