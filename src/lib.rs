@@ -7,5 +7,6 @@ pub mod api;
 pub mod emulator;
 pub mod gitsync;
 pub mod notify;
+pub mod rbac;
 pub mod rollout;
 pub mod traffic;
