@@ -65,13 +65,13 @@ pub const RULES: &[Rule] = &[
         "rollout",
         GROUP,
         "analysisruns",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     rule(
         "rollout",
         "apps",
         "replicasets",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     rule("rollout", "", "services", &["get", "patch"]),
     rule(

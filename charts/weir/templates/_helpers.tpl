@@ -67,7 +67,7 @@ The rules weir's controllers need whatever GitSync applies. Kept equal to RULES 
 # Rollout: the ReplicaSets it scales, the Services and routes it points at canary or stable.
 - apiGroups: [apps]
   resources: [replicasets]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, patch]
