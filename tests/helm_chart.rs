@@ -396,3 +396,53 @@ async fn the_namespaced_mode_installs_a_role_per_watched_namespace() {
         "{bindings}"
     );
 }
+
+fn leaf_keys(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn every_value_is_documented_in_the_chart_readme() {
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let readme = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    let mut keys = vec![];
+    leaf_keys("", &values, &mut keys);
+    let undocumented: Vec<&String> = keys
+        .iter()
+        .filter(|key| {
+            // A key is documented by its own row or by a row for a map that holds it.
+            let mut path = key.as_str();
+            loop {
+                if readme.contains(&format!("| `{path}`"))
+                    || readme.contains(&format!(", `{path}`"))
+                {
+                    return false;
+                }
+                match path.rsplit_once('.') {
+                    Some((parent, _)) => path = parent,
+                    None => return true,
+                }
+            }
+        })
+        .collect();
+    assert!(keys.len() > 20, "{keys:?}");
+    assert_eq!(
+        undocumented,
+        Vec::<&String>::new(),
+        "values missing from charts/weir/README.md"
+    );
+}
