@@ -446,3 +446,35 @@ fn every_value_is_documented_in_the_chart_readme() {
         "values missing from charts/weir/README.md"
     );
 }
+
+#[test]
+fn every_switch_renders_a_consistent_install() {
+    // Off switches leave no dangling reference: no binding to a missing role, no monitor without its Service.
+    let docs = documents(&render(&[
+        "rbac.create=false",
+        "serviceAccount.create=false",
+        "serviceAccount.name=platform-weir",
+        "metrics.enabled=false",
+        "metrics.serviceMonitor.enabled=true",
+        "podDisruptionBudget.enabled=false",
+        "probes.enabled=false",
+    ]));
+    let kinds: BTreeMap<&str, usize> = docs.iter().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d["kind"].as_str().unwrap()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            (
+                "CustomResourceDefinition",
+                std::fs::read_dir(repo_root().join("crds")).unwrap().count()
+            ),
+            ("Deployment", 1)
+        ]),
+        "{kinds:?}"
+    );
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "platform-weir");
+    assert!(pod["containers"][0]["livenessProbe"].is_null());
+}
