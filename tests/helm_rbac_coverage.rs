@@ -312,3 +312,50 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
         .collect();
     eprintln!("weir's requests: {observed:?}\nlisted but not exercised here: {unused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_counts_requests_by_user_agent_verb_and_subresource() {
+    let c = Cluster::start("rbac-stats").await;
+    c.kubectl_ok(&["get", "configmaps", "-n", NS]).await;
+    let mut config = c.emulator.kube_config();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    let weir_client = kube::Client::try_from(config).unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(weir_client, NS);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    pods.create(&Default::default(), &serde_json::from_value(pod).unwrap())
+        .await
+        .unwrap();
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+
+    let weirs = weirs_requests(&c);
+    let expected: BTreeSet<(String, String, String)> =
+        [("create", "pods"), ("patch", "pods/status")]
+            .iter()
+            .map(|(v, r)| (v.to_string(), String::new(), r.to_string()))
+            .collect();
+    assert_eq!(weirs, expected, "kubectl's list is not counted as weir's");
+    let stats = c.emulator.app.stats_json();
+    let kubectl_list = stats["requestsByResource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["verb"] == "list" && r["resource"] == "configmaps")
+        .expect("kubectl's list counted");
+    assert!(
+        kubectl_list["userAgent"]
+            .as_str()
+            .unwrap()
+            .starts_with("kubectl"),
+        "{kubectl_list}"
+    );
+}
