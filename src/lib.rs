@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod gitsync;
 pub mod notify;
 pub mod plugin;
+pub mod rbac;
 pub mod rollout;
 pub mod telemetry;
 pub mod traffic;

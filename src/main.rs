@@ -191,7 +191,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await?;
-            let client = kube::Client::try_from(running.kube_config())?;
+            let client = kube::Client::try_from(identified(running.kube_config()))?;
             install_crds(&client).await?;
             let path = std::fs::canonicalize(&args.emulator_kubeconfig)
                 .unwrap_or(args.emulator_kubeconfig.clone());
@@ -221,7 +221,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         (
             None::<()>.map(|_| unreachable!()),
-            kube::Client::try_from(config)?,
+            kube::Client::try_from(identified(config))?,
         )
     };
     let version = client
@@ -283,6 +283,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => {}
     }
     Ok(())
+}
+
+/// weir's requests carry its own `User-Agent`, so audit logs (and the RBAC coverage test) can tell them
+/// from kubectl's.
+fn identified(mut config: kube::Config) -> kube::Config {
+    config.headers.push((
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_static(weir::rbac::USER_AGENT),
+    ));
+    config
 }
 
 #[cfg(feature = "emulator")]

@@ -32,7 +32,18 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct Stats {
     by_verb: Mutex<BTreeMap<String, u64>>,
     writes_by_manager: Mutex<BTreeMap<String, u64>>,
+    by_resource: Mutex<BTreeMap<ResourceRequest, u64>>,
     active_watches: AtomicU64,
+}
+
+/// What one request asked for, in RBAC's terms, and who asked: lets a test check a client's requests
+/// against the permissions it is granted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ResourceRequest {
+    user_agent: String,
+    verb: String,
+    group: String,
+    resource: String,
 }
 
 impl Stats {
@@ -47,6 +58,12 @@ impl Stats {
         }
     }
 
+    fn count_resource(&self, request: ResourceRequest) {
+        if let Ok(mut m) = self.by_resource.lock() {
+            *m.entry(request).or_default() += 1;
+        }
+    }
+
     fn snapshot(&self, store: &Store) -> Value {
         let verbs = self.by_verb.lock().map(|m| m.clone()).unwrap_or_default();
         let writes: u64 = ["create", "update", "patch", "delete", "deletecollection"]
@@ -57,6 +74,12 @@ impl Stats {
             "requests": verbs,
             "writes": writes,
             "writesByManager": self.writes_by_manager.lock().map(|m| m.clone()).unwrap_or_default(),
+            "requestsByResource": self.by_resource.lock().map(|m| {
+                m.iter().map(|(r, n)| json!({
+                    "userAgent": r.user_agent, "verb": r.verb, "group": r.group,
+                    "resource": r.resource, "count": n,
+                })).collect::<Vec<_>>()
+            }).unwrap_or_default(),
             "activeWatches": self.active_watches.load(Ordering::Relaxed),
             "objects": store.object_count(),
             "resourceVersion": store.current_rv().to_string(),
@@ -68,6 +91,9 @@ impl Stats {
             m.clear();
         }
         if let Ok(mut m) = self.writes_by_manager.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.by_resource.lock() {
             m.clear();
         }
     }
@@ -489,6 +515,21 @@ async fn resource(
     };
     let manager = is_write(&method).then(|| field_manager(&query, &headers));
     app.stats.count(verb, manager.as_deref());
+    app.stats.count_resource(ResourceRequest {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(128)
+            .collect(),
+        verb: verb.into(),
+        group: rt.group.clone(),
+        resource: match &path.sub {
+            Some(sub) => format!("{}/{sub}", rt.plural),
+            None => rt.plural.clone(),
+        },
+    });
     if let Some(code) = app.fault_config().roll(is_write(&method)) {
         return Err(match code {
             409 => ApiError::conflict(&rt.group, &rt.plural, path.name.as_deref().unwrap_or(""), "injected fault"),
