@@ -64,6 +64,22 @@ impl Env {
             env.kubectl_ok(&["apply", "-f", path_str(&repo_root().join("e2e/crds"))])
                 .await;
         } else {
+            eprintln!(
+                "e2e {scenario}: KUBECONFIG is set, so this runs against {} in namespace {}",
+                env.kubeconfig.display(),
+                env.ns
+            );
+            for crd in [
+                "httproutes.gateway.networking.k8s.io",
+                "virtualservices.networking.istio.io",
+            ] {
+                let found = env.kubectl(&["get", "crd", crd]).await;
+                assert!(
+                    found.status.success(),
+                    "the cluster has no CRD {crd}; install the Gateway API standard CRDs and \
+                     Istio's VirtualService CRD as e2e/README.md shows"
+                );
+            }
             env.kubectl_ok(&[
                 "wait",
                 "--for=condition=Established",
