@@ -106,6 +106,20 @@ fn commits_after(fx: &Fixture, base: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of a one-element instant vector, or None while Prometheus has no answer.
+async fn query(prometheus: &Prometheus, promql: &str) -> Option<f64> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus.url()))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
 fn progressing_reason(s: &Value) -> Option<&str> {
     s["conditions"]
         .as_array()?
@@ -185,6 +199,21 @@ async fn canary_rollback_with_git_revert() {
     );
     wait_for("traffic back on stable", WAIT, || async {
         (env.http_route_weights().await == (100, 0)).then_some(())
+    })
+    .await;
+    // What the users feel: the bad version stops getting requests, the good one serves them all.
+    wait_for("the bad version's requests stopping", WAIT, || async {
+        let bad = query(
+            &prometheus,
+            &format!("sum(increase(http_requests_total{{version=\"{BAD}\"}}[3s]))"),
+        )
+        .await?;
+        let good = query(
+            &prometheus,
+            &format!("sum(increase(http_requests_total{{version=\"{GOOD}\"}}[3s]))"),
+        )
+        .await?;
+        (bad == 0.0 && good > 0.0).then_some(())
     })
     .await;
 
