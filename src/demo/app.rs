@@ -1,6 +1,8 @@
 //! The demo's simulated app: one small HTTP server per version, each counting its requests by status
 //! code and latency on a real `/metrics` (and as JSON on `/stats`, for when Prometheus is not
 //! installed), and a load generator that splits traffic by the weights on the live HTTPRoute.
+//! `weir demo-app` and `weir demo-load` run each on its own, so that the e2e suite keeps the app
+//! out of the test process.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
