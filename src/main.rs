@@ -38,6 +38,14 @@ enum Command {
         #[arg(long)]
         workdir: Option<PathBuf>,
     },
+    /// One version of the demo's simulated app as a process (for the e2e suite).
+    #[cfg(feature = "emulator")]
+    #[command(hide = true)]
+    DemoApp(demo::app::AppArgs),
+    /// The demo's load generator as a process, split by the live route (for the e2e suite).
+    #[cfg(feature = "emulator")]
+    #[command(hide = true)]
+    DemoLoad(demo::app::LoadArgs),
     /// Run weir's controllers against a cluster, or against an embedded emulator with --embedded.
     Run(RunArgs),
     /// Serve the Kubernetes API emulator until stopped.
@@ -137,6 +145,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Crds { out } => crds(out),
         #[cfg(feature = "emulator")]
         Command::Demo { keep, workdir } => demo::run(demo::DemoOptions { keep, workdir }).await,
+        #[cfg(feature = "emulator")]
+        Command::DemoApp(args) => demo::app::serve_app(args).await,
+        #[cfg(feature = "emulator")]
+        Command::DemoLoad(args) => demo::app::run_load(args).await,
         #[cfg(feature = "emulator")]
         Command::Emulator(args) => emulator(args).await,
         Command::Run(args) => run(args).await,

@@ -1,6 +1,8 @@
 //! The demo's simulated app: one small HTTP server per version, each counting its requests by status
 //! code and latency on a real `/metrics` (and as JSON on `/stats`, for when Prometheus is not
 //! installed), and a load generator that splits traffic by the weights on the live HTTPRoute.
+//! `weir demo-app` and `weir demo-load` run each on its own, so that the e2e suite keeps the app
+//! out of the test process.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +56,15 @@ pub struct AppServer {
 impl AppServer {
     /// Starts version `name` on a free loopback port.
     pub async fn start(name: &str, behaviour: Behaviour) -> anyhow::Result<AppServer> {
+        Self::start_on(name, behaviour, "127.0.0.1:0").await
+    }
+
+    /// Starts version `name` listening on `listen` (`host:port`, port 0 for a free one).
+    pub async fn start_on(
+        name: &str,
+        behaviour: Behaviour,
+        listen: &str,
+    ) -> anyhow::Result<AppServer> {
         let version = Arc::new(Version {
             name: name.to_string(),
             behaviour,
@@ -64,9 +75,9 @@ impl AppServer {
             .route("/metrics", get(metrics))
             .route("/stats", get(stats))
             .with_state(version.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .context("binding the demo app")?;
+            .with_context(|| format!("binding the demo app to {listen}"))?;
         let addr = listener.local_addr()?.to_string();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -268,4 +279,71 @@ pub fn load_generator(
             });
         }
     })
+}
+
+/// `weir demo-app`: one version of the simulated app as its own process, for the e2e suite.
+#[derive(clap::Args)]
+pub struct AppArgs {
+    /// The version it reports in its metrics (the image tag the Rollout runs for it).
+    #[arg(long)]
+    pub version: String,
+    /// Fraction of requests answered with 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Typical latency in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub latency_ms: u64,
+    /// Listen address; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+}
+
+/// Serves one version until the process is stopped. The first stdout line is `listening on
+/// ADDR`, so that whoever started it with port 0 learns where it is.
+pub async fn serve_app(args: AppArgs) -> anyhow::Result<()> {
+    let behaviour = Behaviour {
+        error_rate: args.error_rate,
+        latency: Duration::from_millis(args.latency_ms),
+    };
+    let app = AppServer::start_on(&args.version, behaviour, &args.listen).await?;
+    println!("listening on {}", app.addr);
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// `weir demo-load`: the load generator as its own process, for the e2e suite.
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// Kubeconfig of the cluster whose HTTPRoute `web` decides the split.
+    #[arg(long)]
+    pub kubeconfig: std::path::PathBuf,
+    /// Namespace of the route and the `web-stable` / `web-canary` Services.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// `VERSION=HOST:PORT` of each app version, repeated.
+    #[arg(long = "app", value_parser = parse_app, required = true)]
+    pub apps: Vec<(String, String)>,
+    /// Requests per second.
+    #[arg(long, default_value_t = 40)]
+    pub rate: u32,
+}
+
+fn parse_app(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(v, a)| (v.to_string(), a.to_string()))
+        .ok_or_else(|| format!("expected VERSION=HOST:PORT, got {s:?}"))
+}
+
+/// Sends load split by the live route until the process is stopped.
+pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = Client::try_from(config)?;
+    let load = load_generator(client, args.namespace, args.apps, args.rate);
+    tokio::select! {
+        _ = load => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
 }

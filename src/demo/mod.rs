@@ -4,7 +4,7 @@
 //! version (promoted to 100%) and a bad one (rolled back, reverted in Git), and exits 0 only when
 //! that whole story happened.
 
-mod app;
+pub mod app;
 mod story;
 
 use std::path::{Path, PathBuf};

@@ -62,12 +62,22 @@ impl Prometheus {
 
     /// Serves an empty TSDB and scrapes `target` (`host:port`, path `/metrics`) every second.
     pub async fn scraping(target: &str) -> Self {
+        Self::scraping_all(&[target]).await
+    }
+
+    /// Serves an empty TSDB and scrapes every one of `targets` every second.
+    pub async fn scraping_all(targets: &[&str]) -> Self {
         let prometheus = binary("prometheus");
         let dir = TempDir::new("prometheus-scrape");
         let tsdb = dir.path().join("tsdb");
         let config = dir.path().join("prometheus.yml");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let yaml = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1m\nscrape_configs:\n- job_name: app\n  scrape_interval: 1s\n  static_configs:\n  - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1m\nscrape_configs:\n- job_name: app\n  scrape_interval: 1s\n  static_configs:\n  - targets: [{list}]\n"
         );
         std::fs::write(&config, yaml).expect("write config");
         Self::serve(dir, config, tsdb, &prometheus).await
