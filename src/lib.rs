@@ -6,6 +6,7 @@ pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod gitsync;
+pub mod leader_election;
 pub mod notify;
 pub mod plugin;
 pub mod rbac;

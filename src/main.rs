@@ -47,7 +47,7 @@ enum Command {
     #[command(hide = true)]
     DemoLoad(demo::app::LoadArgs),
     /// Run weir's controllers against a cluster, or against an embedded emulator with --embedded.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the Kubernetes API emulator until stopped.
     #[cfg(feature = "emulator")]
     Emulator(EmulatorArgs),
@@ -84,6 +84,27 @@ struct RunArgs {
     /// use is reported and the controllers run anyway.
     #[arg(long, env = "WEIR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: String,
+    /// Run only while holding a coordination Lease, so that one of several replicas acts.
+    #[arg(long, env = "WEIR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "WEIR_LEASE_NAME", default_value = "weir")]
+    lease_name: String,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "WEIR_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long the Lease holds without renewal (a failover takes about this long).
+    #[arg(long, env = "WEIR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long the leader tries to renew before it stops leading (and exits).
+    #[arg(long, env = "WEIR_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How often the leader renews and followers try to take over.
+    #[arg(long, env = "WEIR_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
+    /// This replica's identity in the Lease (default: the host name and process id).
+    #[arg(long, env = "WEIR_LEADER_IDENTITY")]
+    leader_identity: Option<String>,
     /// The cluster's name as people know it; every chat alert names it.
     #[arg(long, env = "WEIR_CLUSTER_NAME")]
     cluster_name: Option<String>,
@@ -151,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         Command::DemoLoad(args) => demo::app::run_load(args).await,
         #[cfg(feature = "emulator")]
         Command::Emulator(args) => emulator(args).await,
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -287,11 +308,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.clone(),
         kustomize: weir::gitsync::render::KustomizeCommand::Kubectl(args.kubectl.clone()),
     };
+    let elector = if args.leader_elect {
+        let identity = args.leader_identity.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "weir".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let elector = weir::leader_election::Elector::new(
+            client.clone(),
+            weir::leader_election::LeaseSettings {
+                name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone(),
+                identity: identity.clone(),
+                lease_duration: args.lease_duration,
+                renew_deadline: args.renew_deadline,
+                retry_period: args.retry_period,
+            },
+        );
+        println!(
+            "waiting to lead as {identity:?} (Lease {}/{})",
+            args.lease_namespace, args.lease_name
+        );
+        tokio::select! {
+            acquired = elector.acquire() => acquired?,
+            _ = shutdown_signal() => return Ok(()),
+        }
+        println!("leading as {identity:?}");
+        Some(elector)
+    } else {
+        None
+    };
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = weir::rollout::controller::run(client.clone()) => {}
         _ = weir::analysis::controller::run(client.clone()) => {}
         _ = weir::gitsync::controller::run(client.clone(), gitsync) => {}
         _ = weir::notify::controller::run_with(client, notify) => {}
+        e = lost => {
+            // Two replicas must never act at once: stop now, and come back as a follower.
+            anyhow::bail!("stopped leading: {e}");
+        }
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -347,3 +347,41 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod dashboard_tests {
+    use super::*;
+
+    /// Every `weir_…` series the Grafana dashboard queries is one weir exports.
+    #[test]
+    fn the_dashboard_queries_only_metrics_weir_exports() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../charts/weir/dashboards/weir.json")).unwrap();
+        let t = Telemetry::new();
+        t.reconciled("rollout", Duration::from_millis(1), false);
+        t.rollout("ns", "ro", Some(("Healthy", 0)));
+        t.measured("Successful");
+        t.run_completed("Successful");
+        t.fetched(Duration::from_millis(1));
+        t.applied(Duration::from_millis(1));
+        t.reverted("pushed");
+        t.alert("delivered");
+        let exported = t.encode();
+        let names = regex::Regex::new(r"weir_[a-z_]+").unwrap();
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(!panels.is_empty());
+        for panel in panels {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in names.find_iter(expr) {
+                    assert!(
+                        exported.contains(&format!("\n{} ", name.as_str()))
+                            || exported.contains(&format!("\n{}{{", name.as_str())),
+                        "{} in {expr:?} is not exported:\n{exported}",
+                        name.as_str()
+                    );
+                }
+            }
+        }
+    }
+}
