@@ -507,3 +507,53 @@ async fn a_revert_lands_on_top_of_a_remote_that_moved() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
+    let (base, _rates) = error_rate_server().await;
+    let world = World::new("revert-down").await;
+    let template = web_template(&base);
+    commit(&world.fx, "web good", &app_files("good", &template));
+    world.gitsync().await;
+    let _controllers = world.controllers();
+    world
+        .status_where("web:good Healthy", |s| {
+            healthy(s) && s.stable_commit.is_some()
+        })
+        .await;
+
+    world.remote.refuse_pushes(true);
+    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    // The failure is explained on the Rollout, and traffic is already on stable.
+    let failing = world
+        .status_where("GitReverted=False PushFailed", |s| {
+            conditions::find(&s.conditions, "GitReverted")
+                .is_some_and(|c| c.status == "False" && c.reason == "PushFailed")
+        })
+        .await;
+    let why = &conditions::find(&failing.conditions, "GitReverted")
+        .unwrap()
+        .message;
+    assert!(why.contains("503") || why.contains("failed"), "{why}");
+    assert_eq!(failing.git_revert.unwrap().state, GitRevertState::Pending);
+    assert_eq!(world.route_weights().await, [0]);
+    // Retried, not given up.
+    wait_for("a second push attempt", WAIT, || async {
+        (world.remote.push_count() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(world.main_tip(), bad);
+
+    world.remote.refuse_pushes(false);
+    let end = world
+        .status_where("the revert pushed once the remote is back", |s| {
+            conditions::is_true(&s.conditions, "GitReverted")
+        })
+        .await;
+    let after = world.commits_after(&bad);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        end.git_revert.unwrap().revert_commit.as_deref(),
+        Some(after[0].0.as_str())
+    );
+}

@@ -440,6 +440,23 @@ pub fn git_reverted(
     )
 }
 
+/// `GitReverted=False` because the push failed for now (the remote is unreachable, refuses the
+/// credentials, or keeps moving); weir retries, and the message says what git said.
+pub fn git_revert_push_failed(
+    message: impl Into<String>,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Condition {
+    new(
+        types::GIT_REVERTED,
+        ConditionStatus::False,
+        reasons::PUSH_FAILED,
+        message,
+        now,
+        generation,
+    )
+}
+
 /// `GitRevertBlocked=True` with one of the revert reasons
 /// ([`reasons::COMMIT_TOUCHES_OTHER_FILES`], [`reasons::REVERT_CONFLICT`], …).
 pub fn git_revert_blocked(

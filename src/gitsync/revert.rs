@@ -430,6 +430,9 @@ impl RevertWriter<'_> {
                     let text = e.to_string();
                     self.write(ro, pod_hash, |r| r.message = Some(text.clone()))
                         .await?;
+                    let why = format!("pushing the revert failed, retrying: {text}");
+                    self.set_condition(ro, conditions::git_revert_push_failed(why, self.now, None))
+                        .await?;
                     return Err(RevertError::Git(e));
                 }
             }

@@ -184,6 +184,7 @@ struct HttpState {
     seen: Arc<Mutex<Vec<String>>>,
     pushes: Arc<AtomicUsize>,
     hold: tokio::sync::watch::Receiver<bool>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Smart HTTP through `git http-backend` (run per request as a CGI, no shell), answering 401
@@ -194,6 +195,7 @@ pub struct HttpRemote {
     /// Pushes (receive-pack requests) that reached the server, held ones included.
     pub pushes: Arc<AtomicUsize>,
     hold: tokio::sync::watch::Sender<bool>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -223,6 +225,11 @@ impl HttpRemote {
         self.hold.send_replace(hold);
     }
 
+    /// While set, every push is answered at once with 503, as a remote that is down would.
+    pub fn refuse_pushes(&self, refuse: bool) {
+        self.refuse.store(refuse, Ordering::SeqCst);
+    }
+
     pub fn push_count(&self) -> usize {
         self.pushes.load(Ordering::SeqCst)
     }
@@ -231,12 +238,14 @@ impl HttpRemote {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let pushes = Arc::new(AtomicUsize::new(0));
         let (hold, hold_rx) = tokio::sync::watch::channel(false);
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = HttpState {
             root: root.to_path_buf(),
             accepted,
             seen: Arc::clone(&seen),
             pushes: Arc::clone(&pushes),
             hold: hold_rx,
+            refuse: Arc::clone(&refuse),
         };
         let router = axum::Router::new().fallback(serve_git).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -249,6 +258,7 @@ impl HttpRemote {
             seen,
             pushes,
             hold,
+            refuse,
             task,
         }
     }
@@ -279,6 +289,9 @@ async fn serve_git(State(state): State<HttpState>, request: Request) -> Response
     let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
     if parts.method == axum::http::Method::POST && parts.uri.path().ends_with("/git-receive-pack") {
         state.pushes.fetch_add(1, Ordering::SeqCst);
+        if state.refuse.load(Ordering::SeqCst) {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
         let mut hold = state.hold.clone();
         if *hold.borrow() {
             let _ = hold.wait_for(|held| !held).await;
