@@ -89,6 +89,8 @@ struct Context {
     rollouts: Store<Rollout>,
     settings: Settings,
     last_sync: Mutex<HashMap<String, (Timestamp, Option<i64>)>>,
+    /// Consecutive failed reconciles per GitSync, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
     rendered: Mutex<HashMap<String, (String, Vec<RenderedObject>)>>,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
@@ -108,6 +110,7 @@ pub async fn run(client: Client, settings: Settings) {
         rollouts: reader,
         settings,
         last_sync: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
         rendered: Mutex::new(HashMap::new()),
         clock: Box::new(Timestamp::now),
     });
@@ -121,7 +124,7 @@ pub async fn run(client: Client, settings: Settings) {
                 .map(|(ns, name)| ObjectRef::<GitSync>::new(name).within(ns))
         })
         .run(
-            |obj, ctx| crate::telemetry::timed("gitsync", reconcile(obj, ctx)),
+            |obj, ctx| crate::telemetry::timed("gitsync", reconcile_and_reset(obj, ctx)),
             error_policy,
             ctx,
         )
@@ -133,9 +136,28 @@ pub async fn run(client: Client, settings: Settings) {
         .await;
 }
 
-fn error_policy(_gs: Arc<GitSync>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(error = %err, source = ?std::error::Error::source(err), "gitsync reconcile failed; retrying");
-    Requeue::requeue(Duration::from_secs(2))
+/// First retry after a failed reconcile; each further failure doubles it, up to [`MAX_RETRY`].
+pub const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// Longest wait between retries of a failing GitSync (a remote that is down, a conflict loop).
+pub const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// The wait before retry number `failures` (1 for the first failure).
+pub fn retry_after(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (FIRST_RETRY * 2u32.pow(doublings)).min(MAX_RETRY)
+}
+
+fn error_policy(gs: Arc<GitSync>, err: &ControllerError, ctx: Arc<Context>) -> Requeue {
+    let key = format!("{}/{}", gs.namespace().unwrap_or_default(), gs.name_any());
+    let failures = {
+        let mut all = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = all.entry(key).or_default();
+        *n = n.saturating_add(1);
+        *n
+    };
+    let wait = retry_after(failures);
+    tracing::warn!(error = %err, source = ?std::error::Error::source(err), ?wait, "gitsync reconcile failed; retrying");
+    Requeue::requeue(wait)
 }
 
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
@@ -348,6 +370,22 @@ fn ref_name(gs: &GitSync) -> String {
     }
 }
 
+/// A reconcile that succeeds ends the backoff of earlier failures.
+async fn reconcile_and_reset(
+    obj: Arc<GitSync>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ControllerError> {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let result = reconcile(obj, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+    }
+    result
+}
+
 async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -403,6 +441,7 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
 
     // Reverts first: a pushed revert is synced in this same pass.
     let mut force = false;
+    let mut revert_failed = None;
     if gs.spec.revert_enabled() {
         let mine: Vec<Arc<Rollout>> = ctx
             .rollouts
@@ -422,17 +461,15 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
                 now,
             };
             tracing::info!(rollout = %ro.name_any(), ?step, "revert writer");
-            match writer
-                .run(&gs, &ro, step)
-                .await
-                .map_err(ControllerError::Revert)?
-            {
-                Outcome::Pushed => {
+            match writer.run(&gs, &ro, step).await {
+                Ok(Outcome::Pushed) => {
                     crate::telemetry::global().reverted("pushed");
                     force = true;
                 }
-                Outcome::Blocked => crate::telemetry::global().reverted("blocked"),
-                Outcome::Idle => {}
+                Ok(Outcome::Blocked) => crate::telemetry::global().reverted("blocked"),
+                Ok(Outcome::Idle) => {}
+                // The sync still runs; the failed revert is retried with backoff after it.
+                Err(e) => revert_failed = revert_failed.or(Some(ControllerError::Revert(e))),
             }
         }
     }
@@ -444,7 +481,10 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
         .get(&key)
         .copied();
     if !force && let Err(wait) = sync_due(&gs, last, interval, now) {
-        return Ok(Requeue::requeue(wait));
+        return match revert_failed {
+            Some(e) => Err(e),
+            None => Ok(Requeue::requeue(wait)),
+        };
     }
     let requested_at = gs.annotations().get(REQUESTED_AT_ANNOTATION).cloned();
     let attempt = match tokio::time::timeout(timeout, sync(&ctx, &mut gs, &key, &auth)).await {
@@ -474,7 +514,10 @@ async fn reconcile(obj: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Cont
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(key, (now, gs.metadata.generation));
-    Ok(Requeue::requeue(interval))
+    match revert_failed {
+        Some(e) => Err(e),
+        None => Ok(Requeue::requeue(interval)),
+    }
 }
 
 /// Fetch, render (cached per revision), apply, prune. A new revision is announced first with
@@ -864,6 +907,13 @@ mod tests {
         let fixed = next_status(&after, &applied("cccc"), Some(1), at(90));
         assert!(conditions::is_true(&fixed.conditions, types::READY));
         assert_eq!(fixed.history.len(), 3);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(u32::MAX), MAX_RETRY);
     }
 
     #[test]
