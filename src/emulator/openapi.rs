@@ -176,10 +176,5 @@ pub fn gv_document(registry: &Registry, group: &str, version: &str) -> Option<Va
 
 /// A stable short hash, for cache-busting URLs.
 fn fnv_hex(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016X}")
+    format!("{:016X}", crate::fnv::fnv1a_64(s.bytes()))
 }

@@ -137,12 +137,7 @@ pub fn entry_of(object: &Value) -> Option<InventoryEntry> {
 /// A stable digest of what Git declares for an object (serde_json maps are sorted, so equal
 /// objects serialize alike).
 pub fn digest(object: &Value) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in object.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::fnv::fnv1a_64(object.to_string().bytes()))
 }
 
 fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {

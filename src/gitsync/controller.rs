@@ -677,15 +677,12 @@ async fn write_status(
             .first()
             .map(|h| h.started_at.0.as_second())
             .unwrap_or_default();
-        let mut h: u32 = 0x811c_9dc5;
-        for b in reason
-            .bytes()
-            .chain(message.bytes())
-            .chain(previous.to_le_bytes())
-        {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
+        let h = crate::fnv::fnv1a_32(
+            reason
+                .bytes()
+                .chain(message.bytes())
+                .chain(previous.to_le_bytes()),
+        );
         let ev_name = format!(
             "{}.{}.{}-{h:08x}",
             name.chars().take(200).collect::<String>(),

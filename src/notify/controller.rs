@@ -867,11 +867,7 @@ async fn remember(
 async fn record_event(shared: &Shared, job: &JobRef<'_>, reason: &str, message: &str) {
     let ns = job.provider.namespace().unwrap_or_default();
     let provider = job.provider.name_any();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in reason.bytes().chain(job.alert.key.bytes()) {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = crate::fnv::fnv1a_32(reason.bytes().chain(job.alert.key.bytes()));
     let base: String = provider.chars().take(200).collect();
     let now = Time(Timestamp::now());
     let ev = CoreEvent {

@@ -556,11 +556,7 @@ async fn record(
     let ns = ro.metadata.namespace.clone().unwrap_or_default();
     let ro_name = ro.metadata.name.clone().unwrap_or_default();
     let uid = ro.metadata.uid.clone().unwrap_or_default();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in t.reason.bytes().chain(t.message.bytes()) {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = crate::fnv::fnv1a_32(t.reason.bytes().chain(t.message.bytes()));
     let base: String = ro_name.chars().take(200).collect();
     let name = format!(
         "{base}.{}.{seq}-{h:08x}",

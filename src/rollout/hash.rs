@@ -22,12 +22,7 @@ pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
     }
     let canonical = value.to_string();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in canonical.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    encode(h)
+    encode(crate::fnv::fnv1a_32(canonical.bytes()))
 }
 
 fn encode(mut n: u32) -> String {
