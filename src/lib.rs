@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod api;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod events;
 pub mod fnv;
 pub mod gitsync;
 pub mod leader_election;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -693,19 +693,17 @@ async fn write_status(
                 .collect::<String>(),
             reason.to_ascii_lowercase()
         );
-        record_event(
-            &ctx.client,
-            involved,
-            &ev_name,
+        let event = crate::events::NewEvent {
+            name: ev_name,
             reason,
-            &message,
+            message: &message,
             warning,
-            now,
-        )
-        .await
-        .map_err(api_err(format!(
-            "recording {reason} for GitSync {ns}/{name}"
-        )))?;
+        };
+        record_event(&ctx.client, involved, event, now)
+            .await
+            .map_err(api_err(format!(
+                "recording {reason} for GitSync {ns}/{name}"
+            )))?;
     }
     let mut next = gs.clone();
     next.status = Some(new);
@@ -725,49 +723,18 @@ async fn write_status(
     }
 }
 
-/// Records a core/v1 Event named `name`; an Event of that name already there means this
-/// transition was recorded before a restart, and is not recorded again.
+/// Records an Event of the GitSync controller (and its revert writer) about `involved`.
 pub(crate) async fn record_event(
     client: &Client,
     involved: ObjectReference,
-    name: &str,
-    reason: &str,
-    message: &str,
-    warning: bool,
+    event: crate::events::NewEvent<'_>,
     now: Timestamp,
 ) -> Result<(), kube::Error> {
-    let ns = involved.namespace.clone().unwrap_or_default();
-    let ev = CoreEvent {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: involved,
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource {
-            component: Some(FIELD_MANAGER.into()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        reporting_component: Some("weir.io/gitsync-controller".into()),
-        reporting_instance: Some("weir".into()),
-        ..Default::default()
+    let reporter = crate::events::Reporter {
+        field_manager: FIELD_MANAGER,
+        controller: "weir.io/gitsync-controller",
     };
-    let api: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match api.create(&pp, &ev).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::events::record(client, reporter, involved, event, now).await
 }
 
 #[cfg(test)]

@@ -646,20 +646,18 @@ impl RevertWriter<'_> {
             uid: Some(uid),
             ..Default::default()
         };
-        super::controller::record_event(
-            self.client,
-            involved,
-            &name,
+        let event = crate::events::NewEvent {
+            name,
             reason,
             message,
             warning,
-            self.now,
-        )
-        .await
-        .map_err(|source| RevertError::Api {
-            action: format!("recording {reason} on Rollout {}", ro.name_any()),
-            source,
-        })
+        };
+        super::controller::record_event(self.client, involved, event, self.now)
+            .await
+            .map_err(|source| RevertError::Api {
+                action: format!("recording {reason} on Rollout {}", ro.name_any()),
+                source,
+            })
     }
 }
 

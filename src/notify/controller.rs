@@ -21,8 +21,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -869,50 +869,35 @@ async fn record_event(shared: &Shared, job: &JobRef<'_>, reason: &str, message: 
     let provider = job.provider.name_any();
     let h = crate::fnv::fnv1a_32(reason.bytes().chain(job.alert.key.bytes()));
     let base: String = provider.chars().take(200).collect();
-    let now = Time(Timestamp::now());
-    let ev = CoreEvent {
-        metadata: ObjectMeta {
-            name: Some(format!("{base}.alert-{h:08x}")),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some(AlertProvider::api_version(&()).into_owned()),
-            kind: Some("AlertProvider".into()),
-            name: Some(provider),
-            namespace: Some(ns.clone()),
-            uid: job.provider.metadata.uid.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some("Warning".into()),
-        source: Some(EventSource {
-            component: Some(FIELD_MANAGER.into()),
-            host: None,
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some("weir.io/alert-controller".into()),
-        reporting_instance: Some("weir".into()),
+    let involved = ObjectReference {
+        api_version: Some(AlertProvider::api_version(&()).into_owned()),
+        kind: Some("AlertProvider".into()),
+        name: Some(provider),
+        namespace: Some(ns),
+        uid: job.provider.metadata.uid.clone(),
         ..Default::default()
     };
-    let api: Api<CoreEvent> = Api::namespaced(shared.client.clone(), &ns);
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
+    let event = crate::events::NewEvent {
+        name: format!("{base}.alert-{h:08x}"),
+        reason,
+        message,
+        warning: true,
     };
-    match api.create(&pp, &ev).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => tracing::warn!(error = %e, "recording an alert Event failed"),
+    let reporter = crate::events::Reporter {
+        field_manager: FIELD_MANAGER,
+        controller: "weir.io/alert-controller",
+    };
+    if let Err(e) =
+        crate::events::record(&shared.client, reporter, involved, event, Timestamp::now()).await
+    {
+        tracing::warn!(error = %e, "recording an alert Event failed");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     #[test]
     fn abort_events_tell_weir_from_a_person() {

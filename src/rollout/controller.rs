@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -562,42 +561,25 @@ async fn record(
         "{base}.{}.{seq}-{h:08x}",
         uid.chars().take(8).collect::<String>()
     );
-    let ev = CoreEvent {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some(Rollout::api_version(&()).into_owned()),
-            kind: Some("Rollout".into()),
-            name: Some(ro_name),
-            namespace: Some(ns.clone()),
-            uid: Some(uid),
-            ..Default::default()
-        },
-        reason: Some(t.reason.into()),
-        message: Some(t.message.clone()),
-        type_: Some(if t.warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource {
-            component: Some("weir-rollout".into()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        reporting_component: Some("weir.io/rollout-controller".into()),
-        reporting_instance: Some("weir".into()),
+    let involved = ObjectReference {
+        api_version: Some(Rollout::api_version(&()).into_owned()),
+        kind: Some("Rollout".into()),
+        name: Some(ro_name),
+        namespace: Some(ns),
+        uid: Some(uid),
         ..Default::default()
     };
-    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &ns);
-    let post = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
+    let event = crate::events::NewEvent {
+        name,
+        reason: t.reason,
+        message: &t.message,
+        warning: t.warning,
     };
-    match api.create(&post, &ev).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(api_err("recording an Event")(e)),
-    }
+    let reporter = crate::events::Reporter {
+        field_manager: FIELD_MANAGER,
+        controller: "weir.io/rollout-controller",
+    };
+    crate::events::record(&ctx.client, reporter, involved, event, now)
+        .await
+        .map_err(api_err("recording an Event"))
 }
