@@ -295,7 +295,7 @@ pub fn health(object: &Value) -> ObjectHealth {
 }
 
 /// The Services and routes the given Rollouts manage (DESIGN §2), which the apply leaves to them.
-pub fn rollout_owned(rollouts: &[Rollout]) -> RolloutOwned {
+pub fn rollout_owned<'a>(rollouts: impl IntoIterator<Item = &'a Rollout>) -> RolloutOwned {
     let mut owned = RolloutOwned::default();
     for ro in rollouts {
         let ns = ro.namespace().unwrap_or_default();
@@ -387,19 +387,6 @@ impl Applier {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
             None => Api::all_with(self.client.clone(), resource),
         }
-    }
-
-    /// The Rollouts in the cluster, whose Services and routes the apply leaves alone.
-    pub async fn rollout_owned(&self) -> Result<RolloutOwned, ApplyError> {
-        let api: Api<Rollout> = Api::all(self.client.clone());
-        let list = api
-            .list(&Default::default())
-            .await
-            .map_err(|source| ApplyError::Api {
-                action: "listing Rollouts".into(),
-                source,
-            })?;
-        Ok(rollout_owned(&list.items))
     }
 
     /// Applies every object in order at `revision`, writing only those that are new, changed in

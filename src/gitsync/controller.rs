@@ -26,7 +26,7 @@ use crate::api::gitsync::{
 };
 use crate::api::rollout::Rollout;
 
-use super::apply::{Applier, stale};
+use super::apply::{Applier, rollout_owned, stale};
 use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
 use super::render::{ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, render};
 use super::revert::{self, Outcome, RevertWriter};
@@ -564,10 +564,12 @@ async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Att
         Ok(o) => o,
         Err(message) => return failed(Some(revision), reasons::RENDER_FAILED, message),
     };
-    let owned = match ctx.applier.rollout_owned().await {
-        Ok(o) => o,
-        Err(e) => return failed(Some(revision), reasons::APPLY_FAILED, e.to_string()),
-    };
+    // From the watch cache the revert writer reads too: no list of every Rollout per sync.
+    if ctx.rollouts.wait_until_ready().await.is_err() {
+        let message = "the Rollout watch is not ready yet".to_string();
+        return failed(Some(revision), reasons::APPLY_FAILED, message);
+    }
+    let owned = rollout_owned(ctx.rollouts.state().iter().map(AsRef::as_ref));
     let report = match ctx.applier.apply(&objects, &owned, &revision).await {
         Ok(r) => r,
         Err(e) => return failed(Some(revision), reasons::APPLY_FAILED, e.to_string()),
