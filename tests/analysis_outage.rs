@@ -8,29 +8,10 @@ mod support;
 
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, repo_root, wait_for};
+use support::{Cluster, api, apply, repo_root, wait_for};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::namespaced_with(c.client(), "default", &ar)
-}
-
-async fn apply(a: &Api<DynamicObject>, obj: Value) {
-    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-    a.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
 
 fn rollout(image: &str) -> Value {
     json!({

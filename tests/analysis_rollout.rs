@@ -7,27 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, repo_root};
-
-fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    Api::namespaced_with(c.client(), "default", &ar)
-}
-
-async fn apply(a: &Api<DynamicObject>, obj: Value) {
-    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-    a.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
+use support::{Cluster, api, apply, repo_root};
 
 fn rollout(version: &str) -> Value {
     json!({

@@ -206,3 +206,30 @@ impl Cluster {
         events
     }
 }
+
+/// Objects of a kind in the `default` namespace, through the dynamic API.
+pub fn api(
+    c: &Cluster,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    let ar = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+        plural,
+    );
+    kube::Api::namespaced_with(c.client(), "default", &ar)
+}
+
+/// Server-side applies `obj` as the test's own field manager; panics with the API's answer.
+pub async fn apply(a: &kube::Api<kube::api::DynamicObject>, obj: serde_json::Value) {
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    a.patch(
+        &name,
+        &kube::api::PatchParams::apply("test").force(),
+        &kube::api::Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
