@@ -1,5 +1,6 @@
 //! The alert controller on the emulator, fed Rollout Events directly: which providers hear an
-//! event, and what happens when an alert cannot be delivered.
+//! event, what happens when an alert cannot be delivered, and how an alert raised while the
+//! receiver is down reaches it once it is back, exactly once, across a restart of weir.
 
 #[path = "support/receiver.rs"]
 mod receiver;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use receiver::{Answer, Receiver};
+use receiver::{Answer, Receiver, unused_port};
 use serde_json::{Value, json};
 use support::{Cluster, repo_root, wait_for};
 use weir::notify::controller::NotifyConfig;
@@ -36,22 +37,45 @@ async fn apply(a: &Api<DynamicObject>, obj: Value) {
 }
 
 async fn cluster(tag: &str) -> (Cluster, tokio::task::JoinHandle<()>) {
+    cluster_with(
+        tag,
+        DeliveryPolicy {
+            max_attempts: 2,
+            first_backoff: Duration::from_millis(10),
+            ..DeliveryPolicy::default()
+        },
+    )
+    .await
+}
+
+async fn cluster_with(tag: &str, policy: DeliveryPolicy) -> (Cluster, tokio::task::JoinHandle<()>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let c = Cluster::start(tag).await;
     c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
         .await;
-    let notify = tokio::spawn(weir::notify::controller::run_with(
+    let notify = start_notify(&c, policy);
+    (c, notify)
+}
+
+/// The alert controller as `weir run` starts it; aborting the task stops it and everything it
+/// was sending, as a killed process would.
+fn start_notify(c: &Cluster, policy: DeliveryPolicy) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(weir::notify::controller::run_with(
         c.client(),
         NotifyConfig {
             cluster_name: "test".into(),
-            policy: DeliveryPolicy {
-                max_attempts: 2,
-                first_backoff: Duration::from_millis(10),
-                ..DeliveryPolicy::default()
-            },
+            policy,
         },
-    ));
-    (c, notify)
+    ))
+}
+
+/// Retries without limit, quickly.
+fn durable() -> DeliveryPolicy {
+    DeliveryPolicy {
+        first_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        ..DeliveryPolicy::default()
+    }
 }
 
 async fn provider(c: &Cluster, name: &str, spec: Value) {
@@ -71,12 +95,29 @@ async fn rollout(c: &Cluster, name: &str, alerts: Value) {
 }
 
 async fn abort_event(c: &Cluster, rollout: &str, event: &str) {
+    aborted(
+        c,
+        rollout,
+        event,
+        "Rollout aborted: traffic moved back to stable revision 5b6c4d",
+    )
+    .await;
+}
+
+/// The Event the Rollout controller records when a failed analysis rolls a release back.
+async fn rollback_event(c: &Cluster, rollout: &str, event: &str) {
+    aborted(c, rollout, event, ROLLBACK_MESSAGE).await;
+}
+
+const ROLLBACK_MESSAGE: &str = "Rollout aborted: AnalysisRun web-5b6c4d-step1-1 Failed: error-rate: [0.5] failed \"result[0] < 0.05\"";
+
+async fn aborted(c: &Cluster, rollout: &str, event: &str, message: &str) {
     let now = jiff::Timestamp::now().to_string();
     let ev: CoreEvent = serde_json::from_value(json!({
         "metadata": {"name": event, "namespace": "default"},
         "involvedObject": {"apiVersion": "weir.io/v1alpha1", "kind": "Rollout", "name": rollout, "namespace": "default"},
         "reason": "RolloutAborted", "type": "Warning",
-        "message": "Rollout aborted: traffic moved back to stable revision 5b6c4d",
+        "message": message,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         "reportingComponent": "test",
     }))
@@ -94,6 +135,59 @@ async fn sent(c: &Cluster, provider: &str) -> Vec<Value> {
         .ok()
         .and_then(|p| p.data["status"]["sentAlerts"].as_array().cloned())
         .unwrap_or_default()
+}
+
+async fn pending(c: &Cluster, provider: &str) -> Vec<Value> {
+    api(c, "weir.io", "v1alpha1", "AlertProvider", "alertproviders")
+        .get(provider)
+        .await
+        .ok()
+        .and_then(|p| p.data["status"]["pendingAlerts"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+async fn wait_providers(c: &Cluster, n: usize) {
+    wait_for("providers created", WAIT, || async {
+        let list = api(c, "weir.io", "v1alpha1", "AlertProvider", "alertproviders")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        (list.items.len() == n).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the provider holds the alert as pending after at least `attempts` failed
+/// requests, and returns the entry.
+async fn wait_pending(c: &Cluster, provider: &str, key: &str, attempts: u64) -> Value {
+    wait_for(
+        &format!("{key} pending after {attempts} failed attempts"),
+        WAIT,
+        || async {
+            pending(c, provider)
+                .await
+                .into_iter()
+                .find(|a| a["key"] == key && a["attempts"].as_u64() >= Some(attempts))
+        },
+    )
+    .await
+}
+
+/// Waits until the provider records the alert as delivered and no longer pending.
+async fn wait_delivered(c: &Cluster, provider: &str, key: &str) {
+    wait_for(&format!("{key} recorded as delivered"), WAIT, || async {
+        let done = sent(c, provider)
+            .await
+            .iter()
+            .any(|a| a["key"] == key && a["outcome"] == "Delivered");
+        let waiting = pending(c, provider).await.iter().any(|a| a["key"] == key);
+        (done && !waiting).then_some(())
+    })
+    .await;
+}
+
+fn with_id<'a>(reqs: &'a [receiver::Recorded], key: &str) -> Vec<&'a receiver::Recorded> {
+    reqs.iter().filter(|r| r.json()["id"] == key).collect()
 }
 
 async fn ready(c: &Cluster, provider: &str) -> (String, String) {
@@ -295,5 +389,122 @@ async fn an_undeliverable_alert_becomes_an_event_on_the_provider_once() {
         1,
         "one Event, not an error loop"
     );
+    notify.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_raised_while_the_receiver_is_down_is_delivered_once_it_is_back() {
+    let (c, notify) = cluster_with("notify-outage", durable()).await;
+    let port = unused_port();
+    provider(
+        &c,
+        "team",
+        json!({"type": "webhook", "address": format!("http://127.0.0.1:{port}/hook"), "default": true}),
+    )
+    .await;
+    rollout(&c, "web", json!([])).await;
+    wait_providers(&c, 1).await;
+    rollback_event(&c, "web", "web.1.0-dddd").await;
+
+    // Connections are refused: the alert waits in the provider's status, saying why.
+    let entry = wait_pending(&c, "team", "default/web.1.0-dddd", 2).await;
+    assert_eq!(entry["event"], "RolledBack");
+    assert_eq!(entry["alert"]["rollout"], "web");
+    let error = entry["lastError"].as_str().unwrap();
+    assert!(error.contains("request failed"), "{error}");
+    assert!(!error.contains(&port.to_string()), "{error}");
+    assert_eq!(
+        ready(&c, "team").await,
+        ("False".into(), "AlertDeliveryRetrying".into())
+    );
+    assert!(sent(&c, "team").await.is_empty());
+
+    // The receiver comes back, first overloaded (503), then well.
+    let rx = Receiver::scripted_at(port, vec![Answer::Status(503), Answer::Status(503)]).await;
+    let got = rx.wait_accepted(1, WAIT).await;
+    let body = got[0].json();
+    assert_eq!(body["event"], "RolledBack");
+    assert_eq!(body["id"], "default/web.1.0-dddd");
+    assert_eq!(
+        body["rollout"],
+        json!({"namespace": "default", "name": "web"})
+    );
+    assert_eq!(body["reason"], "AnalysisRunFailed");
+    assert_eq!(body["message"], ROLLBACK_MESSAGE);
+    assert_eq!(body["cluster"], "test");
+    wait_delivered(&c, "team", "default/web.1.0-dddd").await;
+    assert_eq!(
+        ready(&c, "team").await,
+        ("True".into(), "AlertDelivered".into())
+    );
+
+    // Exactly once: a later alert arrives after it, and the first was not sent again.
+    rollback_event(&c, "web", "web.1.1-eeee").await;
+    let all = rx.wait_accepted(2, WAIT).await;
+    assert_eq!(with_id(&all, "default/web.1.0-dddd").len(), 1);
+    assert_eq!(with_id(&all, "default/web.1.1-eeee").len(), 1);
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        rx.requests().len(),
+        4,
+        "two 503s and two deliveries, nothing else"
+    );
+    notify.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_weir_resumes_the_alert_and_delivers_it_exactly_once() {
+    let (c, notify) = cluster_with("notify-outage-restart", durable()).await;
+    let port = unused_port();
+    let address = format!("http://127.0.0.1:{port}/services/T000/SECRET-PATH");
+    apply(
+        &api(&c, "", "v1", "Secret", "secrets"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"}, "stringData": {"address": address}}),
+    )
+    .await;
+    provider(
+        &c,
+        "team",
+        json!({"type": "slack", "secretRef": {"name": "hook"}, "default": true}),
+    )
+    .await;
+    rollout(&c, "web", json!([])).await;
+    wait_providers(&c, 1).await;
+    rollback_event(&c, "web", "web.1.0-ffff").await;
+    wait_pending(&c, "team", "default/web.1.0-ffff", 1).await;
+
+    // weir stops while the receiver is down; the receiver comes back while weir is stopped.
+    notify.abort();
+    let _ = notify.await;
+    let rx = Receiver::scripted_at(port, Vec::new()).await;
+    let entry = pending(&c, "team").await;
+    assert_eq!(entry.len(), 1, "the alert is still pending: {entry:?}");
+    assert!(
+        !serde_json::to_string(&entry)
+            .unwrap()
+            .contains("SECRET-PATH"),
+        "the status never holds the address"
+    );
+
+    let notify = start_notify(&c, durable());
+    let got = rx.wait_accepted(1, WAIT).await;
+    let body = got[0].json();
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("Rolled back: default/web on test"), "{text}");
+    wait_delivered(&c, "team", "default/web.1.0-ffff").await;
+
+    // A later alert arrives after it, and the first was not sent again.
+    rollback_event(&c, "web", "web.1.1-gggg").await;
+    wait_delivered(&c, "team", "default/web.1.1-gggg").await;
+    let all = rx.requests();
+    assert_eq!(
+        all.len(),
+        2,
+        "one request per alert: {:?}",
+        all.iter()
+            .map(|r| r.json()["text"].clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(all.iter().all(|r| r.answered == Some(200)));
     notify.abort();
 }

@@ -1,5 +1,7 @@
 //! The delivery worker against receivers that fail: retries on 5xx, Retry-After on 429, a timeout
-//! on a receiver that hangs, no retry on 4xx, and a bounded queue that drops instead of waiting.
+//! on a receiver that hangs, no retry on 4xx, a bounded queue that drops instead of waiting, a
+//! dead receiver that holds up nobody else, a deadline after which an alert is given up, and an
+//! alert resumed where an earlier process left it.
 
 #[path = "support/alerts.rs"]
 mod alerts;
@@ -9,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use receiver::{Answer, Receiver};
+use receiver::{Answer, Receiver, unused_port};
 use weir::api::alert_provider::AlertProviderType;
 use weir::notify::ProviderSettings;
 use weir::notify::delivery::{DeliveryPolicy, Job};
@@ -26,14 +28,14 @@ fn quick() -> DeliveryPolicy {
 }
 
 fn job(rx: &Receiver, key: &str) -> Job {
-    Job {
-        alert: alerts::rolled_back(key),
-        target: alerts::target(
+    Job::new(
+        alerts::rolled_back(key),
+        alerts::target(
             AlertProviderType::Slack,
             rx.url("/hook"),
             ProviderSettings::default(),
         ),
-    }
+    )
 }
 
 #[tokio::test]
@@ -170,7 +172,7 @@ async fn a_full_queue_drops_instead_of_waiting() {
         ..quick()
     };
     let (delivery, _outcomes) = alerts::delivery(policy);
-    // The worker holds at most one alert in flight and one waiting for a slot; the queue holds one.
+    // Nothing takes an alert off the queue between these calls (one thread), and it holds one.
     let results: Vec<bool> = (0..4)
         .map(|i| delivery.enqueue(job(&rx, &format!("k{i}"))).is_ok())
         .collect();
@@ -178,4 +180,67 @@ async fn a_full_queue_drops_instead_of_waiting() {
     let stats = delivery.stats();
     assert!(stats.dropped >= 1);
     assert_eq!(stats.enqueued + stats.dropped, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_receiver_holds_up_no_alert_to_another() {
+    // One request at a time: with the slot held while waiting to retry, the second alert could
+    // never go out while the first keeps failing.
+    let policy = DeliveryPolicy {
+        concurrency: 1,
+        ..quick()
+    };
+    let (delivery, mut outcomes) = alerts::delivery(policy);
+    let alive = Receiver::start().await;
+    let mut dead = job(&alive, "to-the-dead-one");
+    dead.target.url = format!("http://127.0.0.1:{}/hook", unused_port());
+    delivery.enqueue(dead).unwrap();
+    delivery.enqueue(job(&alive, "to-the-live-one")).unwrap();
+    let ended = outcomes.next(WAIT).await;
+    assert_eq!(ended.key, "to-the-live-one");
+    assert!(ended.delivered, "{ended:?}");
+    assert!(
+        delivery.stats().retries >= 1,
+        "the dead receiver was being retried meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_still_failing_at_the_deadline_is_given_up_saying_so() {
+    let rx = Receiver::scripted(vec![Answer::Status(503); 1000]).await;
+    let policy = DeliveryPolicy {
+        give_up_after: Duration::from_millis(300),
+        ..quick()
+    };
+    let (delivery, mut outcomes) = alerts::delivery(policy);
+    delivery.enqueue(job(&rx, "a")).unwrap();
+    let ended = outcomes.next(WAIT).await;
+    assert!(!ended.delivered);
+    let error = ended.error.unwrap();
+    assert!(error.contains("gave up 300ms after"), "{error}");
+    assert!(ended.attempts >= 2, "{} attempts", ended.attempts);
+    assert_eq!(rx.requests().len() as u32, ended.attempts);
+    assert!(rx.accepted().is_empty());
+}
+
+#[tokio::test]
+async fn a_resumed_alert_keeps_its_count_and_waits_for_its_next_attempt_time() {
+    let rx = Receiver::start().await;
+    let (delivery, mut outcomes) = alerts::delivery(quick());
+    let mut resumed = job(&rx, "a");
+    resumed.attempts = 3;
+    let start = Instant::now();
+    let not_before = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(800);
+    resumed.not_before = Some(not_before);
+    delivery.enqueue(resumed).unwrap();
+    let ended = outcomes.next(WAIT).await;
+    assert!(ended.delivered, "{ended:?}");
+    assert_eq!(ended.attempts, 4, "three earlier attempts and this one");
+    let got = rx.accepted();
+    assert_eq!(got.len(), 1);
+    let waited = got[0].at.duration_since(start);
+    assert!(
+        waited >= Duration::from_millis(790),
+        "the request came {waited:?} after the start, before the recorded next attempt time"
+    );
 }

@@ -22,10 +22,10 @@ async fn send(kind: AlertProviderType, settings: ProviderSettings, alert: Alert)
     let rx = Receiver::start().await;
     let (delivery, mut outcomes) = alerts::delivery(DeliveryPolicy::default());
     delivery
-        .enqueue(Job {
+        .enqueue(Job::new(
             alert,
-            target: alerts::target(kind, rx.url("/hook/T000/B000"), settings),
-        })
+            alerts::target(kind, rx.url("/hook/T000/B000"), settings),
+        ))
         .unwrap();
     let ended = outcomes.next(WAIT).await;
     assert!(ended.delivered, "{ended:?}");

@@ -15,6 +15,9 @@ pub const SECRET_KEY_ADDRESS: &str = "address";
 pub const SECRET_KEY_TOKEN: &str = "token";
 /// How many alerts `status.sentAlerts` remembers per provider.
 pub const SENT_ALERTS_LIMIT: usize = 100;
+/// How many alerts may wait in `status.pendingAlerts` per provider; one more is given up at once,
+/// so a receiver that is down for a day cannot grow the object without bound.
+pub const PENDING_ALERTS_LIMIT: usize = 50;
 
 /// A destination for Rollout alerts.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -186,6 +189,50 @@ pub struct AlertProviderStatus {
     /// sent once even when weir restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sent_alerts: Vec<SentAlert>,
+    /// Alerts accepted for this provider but not yet delivered (at most 50). Each is written here
+    /// before its first request, so a restarted weir resumes them; it moves to `sentAlerts` once
+    /// the service accepts it or weir gives up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_alerts: Vec<PendingAlert>,
+}
+
+impl AlertProviderStatus {
+    /// Whether the alert with this key is already waiting, delivered or given up.
+    pub fn knows(&self, key: &str) -> bool {
+        self.pending_alerts.iter().any(|a| a.key == key)
+            || self.sent_alerts.iter().any(|a| a.key == key)
+    }
+}
+
+/// An alert waiting to be delivered, with everything needed to send it after a restart.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAlert {
+    /// The Rollout event: `<namespace>/<core Event name>`.
+    pub key: String,
+    /// The alert's event.
+    pub event: AlertEvent,
+    /// The Rollout.
+    pub rollout: String,
+    /// When weir accepted the alert; it gives up a fixed time after this.
+    pub since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Requests made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The earliest time of the next request (backoff, or the service's `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why the last request failed. Never holds the address or any secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The alert itself, as built when the event happened (no secrets: the address and keys are
+    /// read from their Secrets for each request).
+    #[schemars(schema_with = "any_object")]
+    pub alert: serde_json::Value,
+}
+
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
 /// One alert a provider was sent, or gave up on.

@@ -5,10 +5,14 @@
 //! key is what dedupe works on:
 //! - while weir runs, an in-memory set holds the keys being sent and recently sent, so a relisted
 //!   watch does not send twice;
-//! - across restarts, each AlertProvider's `status.sentAlerts` (the newest
-//!   [`SENT_ALERTS_LIMIT`] keys, delivered or given up) says what it already had. It is written
-//!   after the service accepted the alert: a crash in between sends that alert again rather
-//!   than never (at least once).
+//! - across restarts, each AlertProvider's status says what it has: `pendingAlerts` holds every
+//!   alert accepted but not yet delivered, with the alert itself, written *before* the first
+//!   request; `sentAlerts` (the newest [`SENT_ALERTS_LIMIT`] keys, delivered or given up) what
+//!   it already had. A started controller resumes the pending alerts, so a receiver that is down
+//!   gets each alert once it is back (until [`DeliveryPolicy::give_up_after`], 24 h by default).
+//!   An alert moves from pending to sent in the one status write right after the service's 2xx:
+//!   a crash between that answer and the write is the one window in which an alert is sent twice
+//!   rather than never.
 //!
 //! Events older than the provider, or than [`MAX_EVENT_AGE`], are not sent: a new provider does
 //! not get the namespace's history.
@@ -28,12 +32,14 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use super::delivery::{Delivery, DeliveryPolicy, DeliveryReport, Job, Outcome, Target};
+use super::delivery::{
+    AbortOnDrop, Delivery, DeliveryPolicy, DeliveryReport, Job, Outcome, Retrying, Target,
+};
 use super::{Alert, AnalysisEvidence, GitEvidence, ProviderSettings};
 use crate::analysis::providers::{KubeSecrets, ProviderError, SecretSource};
 use crate::api::alert_provider::{
-    AlertEvent, AlertProvider, SECRET_KEY_ADDRESS, SECRET_KEY_TOKEN, SENT_ALERTS_LIMIT, SentAlert,
-    SentAlertOutcome,
+    AlertEvent, AlertProvider, AlertProviderStatus, PENDING_ALERTS_LIMIT, PendingAlert,
+    SECRET_KEY_ADDRESS, SECRET_KEY_TOKEN, SENT_ALERTS_LIMIT, SentAlert, SentAlertOutcome,
 };
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, MetricResult};
 use crate::api::conditions::{self, ConditionStatus, reasons, types};
@@ -49,7 +55,10 @@ pub const MAX_EVENT_AGE: Duration = Duration::from_secs(3600);
 pub const REASON_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
 /// `Ready` reason of an AlertProvider whose last alert was delivered.
 pub const REASON_DELIVERED: &str = "AlertDelivered";
-/// Event reason on an AlertProvider when an alert was dropped because the queue was full.
+/// `Ready` reason of an AlertProvider whose last alert failed and will be retried.
+pub const REASON_RETRYING: &str = "AlertDeliveryRetrying";
+/// Event reason on an AlertProvider when an alert was dropped because the queue, or the
+/// provider's `pendingAlerts`, was full.
 pub const REASON_DROPPED: &str = "AlertDropped";
 /// Event reason (Rollout) of a Git revert that was pushed, recorded by the revert writer.
 pub const EVENT_GIT_REVERTED: &str = "GitReverted";
@@ -136,6 +145,8 @@ struct Shared {
     seen: Mutex<RecentKeys>,
     /// Serializes status writes, which read, append and replace.
     status_lock: tokio::sync::Mutex<()>,
+    /// How long alerts are retried, for the messages that say until when.
+    give_up_after: Duration,
 }
 
 /// (provider, alert key) pairs, oldest dropped first.
@@ -176,13 +187,14 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
     .default_backoff()
     .touched_objects()
     .for_each(|_| async {});
-    tokio::spawn(providers);
+    let _providers = AbortOnDrop(tokio::spawn(providers).abort_handle());
     let shared = Arc::new(Shared {
         client: client.clone(),
         providers: reader,
         cluster: config.cluster_name.clone(),
         seen: Mutex::new(RecentKeys::default()),
         status_lock: tokio::sync::Mutex::new(()),
+        give_up_after: config.policy.give_up_after,
     });
     let delivery = Delivery::start(
         config.policy.clone(),
@@ -193,6 +205,7 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
     if shared.providers.wait_until_ready().await.is_err() {
         return;
     }
+    resume(&shared, &delivery).await;
     let events: Api<CoreEvent> = Api::all(client);
     // The API server filters, so a busy cluster's other Events never reach weir.
     watcher(
@@ -285,11 +298,7 @@ async fn handle(shared: &Shared, delivery: &Delivery, ev: &CoreEvent) {
                 .as_ref()
                 .is_none_or(|c| c.0 <= when)
         })
-        .filter(|p| {
-            !p.status
-                .as_ref()
-                .is_some_and(|s| s.sent_alerts.iter().any(|a| a.key == key))
-        })
+        .filter(|p| !p.status.as_ref().is_some_and(|s| s.knows(&key)))
         .collect();
     if providers.is_empty() {
         return;
@@ -321,42 +330,146 @@ async fn handle(shared: &Shared, delivery: &Delivery, ev: &CoreEvent) {
         let target = match target(&shared.client, &p).await {
             Ok(t) => t,
             Err(why) => {
-                let job_ref = JobRef {
-                    provider: &p,
-                    alert: &alert,
-                };
-                let why = format!("not sent: {why}");
-                record_failure(shared, &job_ref, &why).await;
-                let ready = Ready {
-                    holds: false,
-                    reason: reasons::SECRET_NOT_FOUND,
-                    message: why,
-                };
-                remember(shared, &p, &alert, SentAlertOutcome::Failed, ready).await;
+                give_up_unresolved(shared, &p, &alert, &why).await;
                 continue;
             }
         };
-        if let Err(full) = delivery.enqueue(Job {
-            alert: alert.clone(),
-            target,
-        }) {
-            crate::telemetry::global().alert("dropped");
-            let job_ref = JobRef {
-                provider: &p,
-                alert: &alert,
-            };
-            record_event(
-                shared,
-                &job_ref,
-                REASON_DROPPED,
-                &format!(
-                    "Dropped the {} alert for Rollout {}/{}: {full}",
-                    alert.event, alert.namespace, alert.rollout
-                ),
-            )
-            .await;
+        let job = Job::new(alert.clone(), target);
+        // Pending in the cluster before the first request, so a restart resumes it.
+        match persist_pending(shared, &p, &job).await {
+            Persisted::Yes | Persisted::Unknown => {}
+            Persisted::Full => {
+                give_up_dropped(
+                    shared,
+                    &p,
+                    &alert,
+                    &format!("{PENDING_ALERTS_LIMIT} alerts are already waiting for this provider"),
+                )
+                .await;
+                continue;
+            }
+        }
+        if let Err(full) = delivery.enqueue(job) {
+            give_up_dropped(shared, &p, &alert, &full.to_string()).await;
         }
     }
+}
+
+/// Hands the alerts a provider's status holds as pending to the worker: the ones an earlier
+/// process accepted and did not finish.
+async fn resume(shared: &Shared, delivery: &Delivery) {
+    for p in shared.providers.state() {
+        let pending = p
+            .status
+            .as_ref()
+            .map(|s| s.pending_alerts.clone())
+            .unwrap_or_default();
+        for entry in pending {
+            if !shared.claim(&provider_id(&p), &entry.key) {
+                continue;
+            }
+            let alert: Alert = match serde_json::from_value(entry.alert.clone()) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(provider = %p.name_any(), key = %entry.key, error = %e, "a pending alert cannot be read back; giving it up");
+                    let unreadable = Alert {
+                        key: entry.key.clone(),
+                        event: entry.event,
+                        rollout: entry.rollout.clone(),
+                        ..placeholder_alert(&p)
+                    };
+                    let why = format!("not delivered: the stored alert cannot be read ({e})");
+                    give_up(shared, &p, &unreadable, &why, REASON_DELIVERY_FAILED).await;
+                    continue;
+                }
+            };
+            let target = match target(&shared.client, &p).await {
+                Ok(t) => t,
+                Err(why) => {
+                    give_up_unresolved(shared, &p, &alert, &why).await;
+                    continue;
+                }
+            };
+            tracing::info!(provider = %p.name_any(), event = %alert.event, rollout = %alert.rollout, attempts = entry.attempts, "resuming a pending alert");
+            let job = Job {
+                alert: alert.clone(),
+                target,
+                since: entry.since.0,
+                attempts: entry.attempts,
+                not_before: entry.next_attempt_at.map(|t| t.0),
+            };
+            if let Err(full) = delivery.enqueue(job) {
+                give_up_dropped(shared, &p, &alert, &full.to_string()).await;
+            }
+        }
+    }
+}
+
+/// An alert with only the provider's namespace set, for records of alerts that cannot be
+/// rebuilt.
+fn placeholder_alert(p: &AlertProvider) -> Alert {
+    Alert {
+        key: String::new(),
+        event: AlertEvent::Started,
+        time: Timestamp::now(),
+        cluster: String::new(),
+        namespace: p.namespace().unwrap_or_default(),
+        rollout: String::new(),
+        reason: String::new(),
+        message: String::new(),
+        analysis: None,
+        canary_images: Vec::new(),
+        stable_images: Vec::new(),
+        weight: None,
+        git: None,
+        next_steps: Vec::new(),
+    }
+}
+
+/// The provider's address or keys could not be read: the alert is given up.
+async fn give_up_unresolved(shared: &Shared, p: &AlertProvider, alert: &Alert, why: &TargetError) {
+    let why = format!("not sent: {why}");
+    give_up(shared, p, alert, &why, reasons::SECRET_NOT_FOUND).await;
+}
+
+/// No room to hold the alert: it is given up, counted and recorded as dropped.
+async fn give_up_dropped(shared: &Shared, p: &AlertProvider, alert: &Alert, why: &str) {
+    crate::telemetry::global().alert("dropped");
+    let job_ref = JobRef { provider: p, alert };
+    record_event(
+        shared,
+        &job_ref,
+        REASON_DROPPED,
+        &format!(
+            "Dropped the {} alert for Rollout {}/{}: {why}",
+            alert.event, alert.namespace, alert.rollout
+        ),
+    )
+    .await;
+    let ready = Ready {
+        holds: false,
+        reason: REASON_DROPPED,
+        message: format!("The last alert ({}) was dropped: {why}", alert.event),
+    };
+    remember(shared, p, alert, SentAlertOutcome::Failed, ready).await;
+}
+
+/// Records a Warning Event and the alert as given up.
+async fn give_up(
+    shared: &Shared,
+    p: &AlertProvider,
+    alert: &Alert,
+    why: &str,
+    reason: &'static str,
+) {
+    let job_ref = JobRef { provider: p, alert };
+    record_failure(shared, &job_ref, why).await;
+    let ready = Ready {
+        holds: false,
+        reason,
+        message: why.to_owned(),
+    };
+    remember(shared, p, alert, SentAlertOutcome::Failed, ready).await;
 }
 
 /// The Rollout controller records an Event before it writes the status that goes with it, and
@@ -739,7 +852,8 @@ struct JobRef<'a> {
     alert: &'a Alert,
 }
 
-/// Records the outcome of each alert: dedupe in the provider's status, an Event when it failed.
+/// Records the outcome of each alert (dedupe in the provider's status, an Event when it failed)
+/// and each retry (in `pendingAlerts`, for a restart to resume from).
 struct Recorder {
     shared: Arc<Shared>,
 }
@@ -770,11 +884,7 @@ impl DeliveryReport for Recorder {
                 Outcome::Failed { attempts, error } => {
                     crate::telemetry::global().alert("failed");
                     tracing::warn!(provider = %job.target.name, event = %job.alert.event, rollout = %job.alert.rollout, attempts, error = %error, "alert not delivered");
-                    let mut why = error.to_string();
-                    if let Some(source) = std::error::Error::source(error) {
-                        why.push_str(&format!(": {source}"));
-                    }
-                    let why = format!("not delivered after {attempts} attempts: {why}");
+                    let why = format!("not delivered after {attempts} attempts: {}", chain(error));
                     record_failure(&self.shared, &job_ref, &why).await;
                     let ready = Ready {
                         holds: false,
@@ -787,6 +897,116 @@ impl DeliveryReport for Recorder {
             remember(&self.shared, &provider, &job.alert, result, ready).await;
         })
     }
+
+    fn retrying<'a>(&'a self, job: &'a Job, retry: &'a Retrying) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let error = chain(&retry.error);
+            let next = Time(retry.next_attempt_at);
+            let key = job.alert.key.clone();
+            let message = format!(
+                "The {} alert for Rollout {}/{} is waiting: {error}; retrying until {}",
+                job.alert.event,
+                job.alert.namespace,
+                job.alert.rollout,
+                job.since
+                    .checked_add(
+                        jiff::SignedDuration::try_from(self.shared.give_up_after)
+                            .unwrap_or(jiff::SignedDuration::MAX)
+                    )
+                    .unwrap_or(Timestamp::MAX)
+            );
+            update_status(
+                &self.shared,
+                &job.target.namespace,
+                &job.target.name,
+                |status, generation| {
+                    let Some(entry) = status.pending_alerts.iter_mut().find(|a| a.key == key)
+                    else {
+                        // Delivered or given up meanwhile by another writer: nothing to record.
+                        return;
+                    };
+                    entry.attempts = retry.attempts;
+                    entry.next_attempt_at = Some(next.clone());
+                    entry.last_error = Some(error.clone());
+                    set_ready(
+                        status,
+                        Ready {
+                            holds: false,
+                            reason: REASON_RETRYING,
+                            message: message.clone(),
+                        },
+                        generation,
+                    );
+                },
+            )
+            .await;
+        })
+    }
+}
+
+/// An error and its sources, one after the other.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Whether the pending record was written.
+enum Persisted {
+    /// It is in `pendingAlerts` now.
+    Yes,
+    /// `pendingAlerts` is full.
+    Full,
+    /// The write failed; the alert is sent anyway, at least while this process runs.
+    Unknown,
+}
+
+/// Adds the job to the provider's `pendingAlerts`.
+async fn persist_pending(shared: &Shared, p: &AlertProvider, job: &Job) -> Persisted {
+    let alert = match serde_json::to_value(&job.alert) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "encoding a pending alert failed");
+            return Persisted::Unknown;
+        }
+    };
+    let entry = PendingAlert {
+        key: job.alert.key.clone(),
+        event: job.alert.event,
+        rollout: job.alert.rollout.clone(),
+        since: Time(job.since),
+        attempts: job.attempts,
+        next_attempt_at: None,
+        last_error: None,
+        alert,
+    };
+    let mut full = false;
+    let written = update_status(
+        shared,
+        &p.namespace().unwrap_or_default(),
+        &p.name_any(),
+        |status, _| {
+            full = false;
+            if status.knows(&entry.key) {
+                return;
+            }
+            if status.pending_alerts.len() >= PENDING_ALERTS_LIMIT {
+                full = true;
+                return;
+            }
+            status.pending_alerts.push(entry.clone());
+        },
+    )
+    .await;
+    match (full, written) {
+        (true, _) => Persisted::Full,
+        (false, true) => Persisted::Yes,
+        (false, false) => Persisted::Unknown,
+    }
 }
 
 async fn record_failure(shared: &Shared, job: &JobRef<'_>, why: &str) {
@@ -798,14 +1018,15 @@ async fn record_failure(shared: &Shared, job: &JobRef<'_>, why: &str) {
 }
 
 /// The provider's `Ready` condition after an alert: whether the last one got through.
+#[derive(Clone)]
 struct Ready {
     holds: bool,
     reason: &'static str,
     message: String,
 }
 
-/// Adds the alert to the provider's `status.sentAlerts`, keeping the newest ones, and sets
-/// `Ready`.
+/// Moves the alert from the provider's `pendingAlerts` to `sentAlerts`, keeping the newest
+/// ones, and sets `Ready`.
 async fn remember(
     shared: &Shared,
     provider: &AlertProvider,
@@ -813,53 +1034,86 @@ async fn remember(
     outcome: SentAlertOutcome,
     ready: Ready,
 ) {
+    update_status(
+        shared,
+        &provider.namespace().unwrap_or_default(),
+        &provider.name_any(),
+        |status, generation| {
+            status.pending_alerts.retain(|a| a.key != alert.key);
+            if status.sent_alerts.iter().any(|a| a.key == alert.key) {
+                return;
+            }
+            status.sent_alerts.push(SentAlert {
+                key: alert.key.clone(),
+                event: alert.event,
+                rollout: alert.rollout.clone(),
+                outcome,
+                time: Time(Timestamp::now()),
+            });
+            let excess = status.sent_alerts.len().saturating_sub(SENT_ALERTS_LIMIT);
+            status.sent_alerts.drain(..excess);
+            set_ready(status, ready.clone(), generation);
+        },
+    )
+    .await;
+}
+
+fn set_ready(status: &mut AlertProviderStatus, ready: Ready, generation: Option<i64>) {
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            types::READY,
+            ConditionStatus::from(ready.holds),
+            ready.reason,
+            ready.message,
+            Timestamp::now(),
+            generation,
+        ),
+    );
+    status.observed_generation = generation;
+}
+
+/// Reads the provider's status, lets `change` edit it, and writes it back through the status
+/// subresource only when it changed (retrying on conflicts). False when the provider is gone or
+/// the write failed.
+async fn update_status(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    mut change: impl FnMut(&mut AlertProviderStatus, Option<i64>),
+) -> bool {
     let _one_writer = shared.status_lock.lock().await;
-    let ns = provider.namespace().unwrap_or_default();
-    let name = provider.name_any();
-    let api: Api<AlertProvider> = Api::namespaced(shared.client.clone(), &ns);
+    let api: Api<AlertProvider> = Api::namespaced(shared.client.clone(), ns);
     for _ in 0..5 {
-        let Ok(Some(mut fresh)) = api.get_opt(&name).await else {
-            return;
+        let mut fresh = match api.get_opt(name).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(provider = %name, error = %e, "reading an AlertProvider failed");
+                return false;
+            }
         };
-        let mut status = fresh.status.clone().unwrap_or_default();
-        if status.sent_alerts.iter().any(|a| a.key == alert.key) {
-            return;
+        let before = fresh.status.clone().unwrap_or_default();
+        let mut status = before.clone();
+        change(&mut status, fresh.metadata.generation);
+        if status == before {
+            return true;
         }
-        status.sent_alerts.push(SentAlert {
-            key: alert.key.clone(),
-            event: alert.event,
-            rollout: alert.rollout.clone(),
-            outcome,
-            time: Time(Timestamp::now()),
-        });
-        let excess = status.sent_alerts.len().saturating_sub(SENT_ALERTS_LIMIT);
-        status.sent_alerts.drain(..excess);
-        conditions::set(
-            &mut status.conditions,
-            conditions::new(
-                types::READY,
-                ConditionStatus::from(ready.holds),
-                ready.reason,
-                ready.message.clone(),
-                Timestamp::now(),
-                fresh.metadata.generation,
-            ),
-        );
-        status.observed_generation = fresh.metadata.generation;
         fresh.status = Some(status);
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match api.replace_status(&name, &pp, &fresh).await {
-            Ok(_) => return,
+        match api.replace_status(name, &pp, &fresh).await {
+            Ok(_) => return true,
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => {
-                tracing::warn!(provider = %name, error = %e, "recording a sent alert failed");
-                return;
+                tracing::warn!(provider = %name, error = %e, "writing an AlertProvider's status failed");
+                return false;
             }
         }
     }
+    false
 }
 
 /// Records a core/v1 Event on the AlertProvider. Its name follows from the alert, so the same

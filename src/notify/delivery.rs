@@ -1,21 +1,26 @@
-//! Sending alerts without ever holding up a reconcile.
+//! Sending alerts without ever holding up a reconcile, until they get through.
 //!
 //! [`Delivery::enqueue`] never waits: it puts the alert on a bounded queue, or drops it and counts
-//! the drop when the queue is full. A worker takes alerts off the queue and sends each in its own
-//! task (at most [`DeliveryPolicy::concurrency`] at once), so one slow receiver does not hold up
-//! alerts to the others. Each request has a timeout. 429 and 5xx answers, timeouts and
-//! connection failures are retried with exponential backoff, never sooner than the server's
-//! `Retry-After`, up to [`DeliveryPolicy::max_attempts`]. Every alert ends in exactly one
-//! [`Outcome`], handed to a [`DeliveryReport`]; a failure is reported once and then dropped, so it
-//! never becomes an error loop.
+//! the drop when the queue is full. A worker takes alerts off the queue and gives each its own
+//! task. At most [`DeliveryPolicy::concurrency`] requests are in flight at once, and a task holds
+//! no slot while it waits to retry, so a dead receiver never holds up alerts to the others. Each
+//! request has a timeout. 429 and 5xx answers, timeouts and connection failures are retried with
+//! capped exponential backoff, never sooner than the server's `Retry-After`, until
+//! [`DeliveryPolicy::give_up_after`] has passed since the alert was raised (or
+//! [`DeliveryPolicy::max_attempts`] requests were made). Every retry is told to the
+//! [`DeliveryReport`] (the alert controller records it in the provider's status, so a restart
+//! resumes where this process stopped), and every alert ends in exactly one [`Outcome`].
+//! When to try next is decided by a pure function, [`DeliveryPolicy::next_attempt`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use super::{Alert, NotifyError, Payload, ProviderSettings, notifier_for};
 use crate::api::alert_provider::AlertProviderType;
@@ -32,7 +37,8 @@ pub struct DeliveryPolicy {
     pub concurrency: usize,
     /// Time allowed for one request, answer included.
     pub timeout: Duration,
-    /// Requests per alert, the first one included.
+    /// Requests per alert, the first one included (`u32::MAX`: only
+    /// [`DeliveryPolicy::give_up_after`] bounds them).
     pub max_attempts: u32,
     /// Wait before the first retry; it doubles for every further one.
     pub first_backoff: Duration,
@@ -40,6 +46,9 @@ pub struct DeliveryPolicy {
     pub max_backoff: Duration,
     /// Longest `Retry-After` honoured; a longer one fails the alert instead of holding it.
     pub max_retry_after: Duration,
+    /// How long after the alert was raised weir keeps retrying; an attempt that would come later
+    /// is not made and the alert is given up.
+    pub give_up_after: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -48,12 +57,28 @@ impl Default for DeliveryPolicy {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             concurrency: 8,
             timeout: Duration::from_secs(10),
-            max_attempts: 5,
+            max_attempts: u32::MAX,
             first_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(3600),
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
         }
     }
+}
+
+/// How long weir keeps retrying an alert by default: a receiver down for less than a day gets
+/// every alert once it is back.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Why no further attempt is made after a retryable failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// [`DeliveryPolicy::max_attempts`] requests were made.
+    Attempts,
+    /// The service asked to wait longer than [`DeliveryPolicy::max_retry_after`].
+    RetryAfterTooLong(Duration),
+    /// The next attempt would come after [`DeliveryPolicy::give_up_after`].
+    Expired,
 }
 
 impl DeliveryPolicy {
@@ -63,6 +88,39 @@ impl DeliveryPolicy {
         self.first_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
+    }
+
+    /// When to make the next request after `attempts` requests failed in a way that retrying
+    /// may fix, the last one answered with `retry_after` (if any); or why not to. `since` is
+    /// when the alert was raised.
+    pub fn next_attempt(
+        &self,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Timestamp, GiveUp> {
+        if attempts >= self.max_attempts {
+            return Err(GiveUp::Attempts);
+        }
+        let backoff = self.backoff(attempts);
+        let delay = match retry_after {
+            Some(a) if a > self.max_retry_after => return Err(GiveUp::RetryAfterTooLong(a)),
+            Some(a) => a.max(backoff),
+            None => backoff,
+        };
+        let at = now
+            .checked_add(SignedDuration::try_from(delay).map_err(|_| GiveUp::Expired)?)
+            .map_err(|_| GiveUp::Expired)?;
+        let deadline = since
+            .checked_add(
+                SignedDuration::try_from(self.give_up_after).unwrap_or(SignedDuration::MAX),
+            )
+            .unwrap_or(Timestamp::MAX);
+        if at > deadline {
+            return Err(GiveUp::Expired);
+        }
+        Ok(at)
     }
 }
 
@@ -100,6 +158,25 @@ pub struct Job {
     pub alert: Alert,
     /// The provider.
     pub target: Target,
+    /// When weir accepted the alert; [`DeliveryPolicy::give_up_after`] counts from here.
+    pub since: Timestamp,
+    /// Requests already made (by an earlier process, when resumed).
+    pub attempts: u32,
+    /// No request before this time (a backoff or `Retry-After` an earlier process chose).
+    pub not_before: Option<Timestamp>,
+}
+
+impl Job {
+    /// A new alert, accepted now, never tried.
+    pub fn new(alert: Alert, target: Target) -> Self {
+        Job {
+            alert,
+            target,
+            since: Timestamp::now(),
+            attempts: 0,
+            not_before: None,
+        }
+    }
 }
 
 /// Why an alert was not delivered. Messages never contain the URL or any secret.
@@ -121,6 +198,15 @@ pub enum DeliveryError {
     /// The receiver asked to wait longer than weir holds an alert.
     #[error("the receiver asked to retry after {0:?}, longer than weir waits")]
     RetryAfterTooLong(Duration),
+    /// Still failing when the time weir retries an alert ran out.
+    #[error("gave up {} after the alert was raised", crate::api::duration::DurationString::from_duration(*.after).as_str())]
+    Expired {
+        /// [`DeliveryPolicy::give_up_after`].
+        after: Duration,
+        /// The last failure.
+        #[source]
+        last: Box<DeliveryError>,
+    },
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
@@ -143,10 +229,28 @@ pub enum Outcome {
     },
 }
 
-/// Told how every alert ended; the alert controller records it (dedupe, Events).
+/// A failed request that will be repeated.
+#[derive(Debug)]
+pub struct Retrying {
+    /// Requests made so far.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub error: DeliveryError,
+    /// When the next one will be made.
+    pub next_attempt_at: Timestamp,
+}
+
+/// Told how every alert ended, and of every retry; the alert controller records both (dedupe,
+/// resumption after a restart, Events).
 pub trait DeliveryReport: Send + Sync {
     /// Called once per alert, after its last attempt.
     fn report<'a>(&'a self, job: &'a Job, outcome: &'a Outcome) -> BoxFuture<'a, ()>;
+
+    /// Called after each failed request that will be repeated, before waiting for the next.
+    fn retrying<'a>(&'a self, job: &'a Job, retry: &'a Retrying) -> BoxFuture<'a, ()> {
+        let _ = (job, retry);
+        Box::pin(async {})
+    }
 }
 
 /// Counters of the delivery worker, readable at any time.
@@ -197,12 +301,23 @@ pub struct QueueFull {
     pub job: Box<Job>,
 }
 
-/// The handle to the delivery worker.
+/// The handle to the delivery worker. The worker, and every alert it is sending, stops when the
+/// last handle is dropped: alerts the controller recorded as pending are resumed by the next one.
 #[derive(Clone)]
 pub struct Delivery {
     tx: mpsc::Sender<Job>,
     stats: Arc<DeliveryStats>,
     capacity: usize,
+    _worker: Arc<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Delivery {
@@ -211,11 +326,12 @@ impl Delivery {
         let (tx, rx) = mpsc::channel(policy.queue_capacity.max(1));
         let stats = Arc::new(DeliveryStats::default());
         let capacity = policy.queue_capacity.max(1);
-        tokio::spawn(work(rx, policy, report, stats.clone()));
+        let worker = tokio::spawn(work(rx, policy, report, stats.clone()));
         Delivery {
             tx,
             stats,
             capacity,
+            _worker: Arc::new(AbortOnDrop(worker.abort_handle())),
         }
     }
 
@@ -253,24 +369,40 @@ async fn work(
     let client = reqwest::Client::builder()
         .connect_timeout(policy.timeout)
         .build()
-        .map_err(|e| DeliveryError::Client(e.without_url().to_string()));
+        .map_err(|e| e.without_url().to_string());
     let limit = Arc::new(Semaphore::new(policy.concurrency.max(1)));
     let policy = Arc::new(policy);
-    while let Some(job) = rx.recv().await {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
+    // Owned here, so that stopping the worker stops every alert it is sending.
+    let mut sending = JoinSet::new();
+    loop {
+        let job = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            Some(_) = sending.join_next(), if !sending.is_empty() => continue,
         };
-        let (client, policy, report, stats) = (
-            client.as_ref().map_err(|e| e.to_string()).cloned(),
+        let (client, policy, report, stats, limit) = (
+            client.clone(),
             policy.clone(),
             report.clone(),
             stats.clone(),
+            limit.clone(),
         );
-        tokio::spawn(async move {
+        sending.spawn(async move {
             let outcome = match client {
-                Ok(client) => send(&client, &policy, &job, &stats).await,
+                Ok(client) => {
+                    let ctx = Sender {
+                        client: &client,
+                        policy: &policy,
+                        limit: &limit,
+                        stats: &stats,
+                        report: report.as_ref(),
+                    };
+                    ctx.send(&job).await
+                }
                 Err(e) => Outcome::Failed {
-                    attempts: 0,
+                    attempts: job.attempts,
                     error: DeliveryError::Client(e),
                 },
             };
@@ -279,9 +411,9 @@ async fn work(
                 Outcome::Failed { .. } => stats.failed.fetch_add(1, Ordering::Relaxed),
             };
             report.report(&job, &outcome).await;
-            drop(permit);
         });
     }
+    while sending.join_next().await.is_some() {}
 }
 
 /// What one attempt came to.
@@ -294,57 +426,83 @@ enum Attempt {
     Fail(DeliveryError),
 }
 
-async fn send(
-    client: &reqwest::Client,
-    policy: &DeliveryPolicy,
-    job: &Job,
-    stats: &DeliveryStats,
-) -> Outcome {
-    let notifier = notifier_for(job.target.kind, job.target.settings.clone());
-    let payload = match notifier.payload(&job.alert) {
-        Ok(p) => p,
-        Err(e) => {
-            return Outcome::Failed {
-                attempts: 0,
-                error: DeliveryError::Payload(e),
-            };
-        }
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let wait = match attempt_once(client, policy, &job.target.url, &payload).await {
-            Attempt::Done => return Outcome::Delivered { attempts: attempt },
-            Attempt::Fail(error) => {
+/// Sleeps until `at` by the wall clock (the time may come from another process's status).
+async fn sleep_until(at: Timestamp) {
+    let wait = at.duration_since(Timestamp::now());
+    if let Ok(wait) = Duration::try_from(wait) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Everything one alert's task shares with the others.
+struct Sender<'a> {
+    client: &'a reqwest::Client,
+    policy: &'a DeliveryPolicy,
+    limit: &'a Semaphore,
+    stats: &'a DeliveryStats,
+    report: &'a dyn DeliveryReport,
+}
+
+impl Sender<'_> {
+    async fn send(&self, job: &Job) -> Outcome {
+        let notifier = notifier_for(job.target.kind, job.target.settings.clone());
+        let payload = match notifier.payload(&job.alert) {
+            Ok(p) => p,
+            Err(e) => {
                 return Outcome::Failed {
-                    attempts: attempt,
-                    error,
+                    attempts: job.attempts,
+                    error: DeliveryError::Payload(e),
                 };
-            }
-            Attempt::Retry { error, after } => {
-                if attempt >= policy.max_attempts {
-                    return Outcome::Failed {
-                        attempts: attempt,
-                        error,
-                    };
-                }
-                let backoff = policy.backoff(attempt);
-                let delay = match after {
-                    Some(a) if a > policy.max_retry_after => {
-                        return Outcome::Failed {
-                            attempts: attempt,
-                            error: DeliveryError::RetryAfterTooLong(a),
-                        };
-                    }
-                    Some(a) => a.max(backoff),
-                    None => backoff,
-                };
-                tracing::debug!(provider = %job.target.name, attempt, ?delay, error = %error, "alert delivery will be retried");
-                delay
             }
         };
-        stats.retries.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(wait).await;
+        if let Some(at) = job.not_before {
+            sleep_until(at).await;
+        }
+        let mut attempts = job.attempts;
+        loop {
+            attempts = attempts.saturating_add(1);
+            let result = {
+                // A slot only for the request itself: waiting to retry holds none.
+                let Ok(_slot) = self.limit.acquire().await else {
+                    return Outcome::Failed {
+                        attempts,
+                        error: DeliveryError::Client("the worker stopped".into()),
+                    };
+                };
+                attempt_once(self.client, self.policy, &job.target.url, &payload).await
+            };
+            let (error, after) = match result {
+                Attempt::Done => return Outcome::Delivered { attempts },
+                Attempt::Fail(error) => return Outcome::Failed { attempts, error },
+                Attempt::Retry { error, after } => (error, after),
+            };
+            let next = self
+                .policy
+                .next_attempt(attempts, after, job.since, Timestamp::now());
+            let next_attempt_at = match next {
+                Ok(at) => at,
+                Err(give_up) => {
+                    let error = match give_up {
+                        GiveUp::Attempts => error,
+                        GiveUp::RetryAfterTooLong(a) => DeliveryError::RetryAfterTooLong(a),
+                        GiveUp::Expired => DeliveryError::Expired {
+                            after: self.policy.give_up_after,
+                            last: Box::new(error),
+                        },
+                    };
+                    return Outcome::Failed { attempts, error };
+                }
+            };
+            tracing::debug!(provider = %job.target.name, attempts, %next_attempt_at, error = %error, "alert delivery will be retried");
+            let retry = Retrying {
+                attempts,
+                error,
+                next_attempt_at,
+            };
+            self.report.retrying(job, &retry).await;
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            sleep_until(next_attempt_at).await;
+        }
     }
 }
 
@@ -414,6 +572,58 @@ mod tests {
         };
         let got: Vec<u128> = (1..=5).map(|a| p.backoff(a).as_millis()).collect();
         assert_eq!(got, vec![100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn the_next_attempt_backs_off_honours_retry_after_and_stops_at_the_deadline() {
+        let p = DeliveryPolicy {
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            ..DeliveryPolicy::default()
+        };
+        let since: Timestamp = "2026-11-22T00:00:00Z".parse().unwrap();
+        let at = |secs: i64| since.checked_add(SignedDuration::from_secs(secs)).unwrap();
+        // (attempts so far, Retry-After, now in seconds after `since`, expected next attempt)
+        let cases: [(u32, Option<u64>, i64, Result<i64, GiveUp>); 9] = [
+            (1, None, 0, Ok(1)),
+            (2, None, 10, Ok(12)),
+            (4, None, 100, Ok(108)),
+            (20, None, 1000, Ok(1300)),
+            (1, Some(30), 0, Ok(30)),
+            (9, Some(30), 0, Ok(256)),
+            (
+                1,
+                Some(7200),
+                0,
+                Err(GiveUp::RetryAfterTooLong(Duration::from_secs(7200))),
+            ),
+            (300, None, 24 * 3600 - 300, Ok(24 * 3600)),
+            (300, None, 24 * 3600 - 299, Err(GiveUp::Expired)),
+        ];
+        for (attempts, retry_after, now, want) in cases {
+            let got = p.next_attempt(
+                attempts,
+                retry_after.map(Duration::from_secs),
+                since,
+                at(now),
+            );
+            assert_eq!(
+                got,
+                want.map(at),
+                "attempts {attempts}, retry-after {retry_after:?}, now +{now}s"
+            );
+        }
+        let counted = DeliveryPolicy {
+            max_attempts: 3,
+            ..p.clone()
+        };
+        assert_eq!(counted.next_attempt(2, None, since, since), Ok(at(2)));
+        assert_eq!(
+            counted.next_attempt(3, None, since, since),
+            Err(GiveUp::Attempts)
+        );
     }
 
     #[test]

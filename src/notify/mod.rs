@@ -13,14 +13,14 @@ pub mod slack;
 pub mod webhook;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::alert_provider::{AlertEvent, AlertProviderType};
 
 pub use controller::run;
 
 /// Everything a person needs to understand one Rollout event from the message alone.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     /// Identifies the event; the same event always has the same key, so it is sent once.
@@ -40,26 +40,26 @@ pub struct Alert {
     /// The message of the Event, as weir recorded it.
     pub message: String,
     /// The metric that decided, when an analysis decided.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisEvidence>,
     /// Images of the release being rolled out (`container=image`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canary_images: Vec<String>,
     /// Images of the stable release (`container=image`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stable_images: Vec<String>,
     /// Percent of traffic the canary had when the release stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
     /// The Git revert of the release, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitEvidence>,
     /// What a person can do next, as exact commands.
     pub next_steps: Vec<NextStep>,
 }
 
 /// The metric that decided an analysis.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisEvidence {
     /// The AnalysisRun.
@@ -67,40 +67,40 @@ pub struct AnalysisEvidence {
     /// The metric.
     pub metric: String,
     /// The last measured value, as recorded (`[0.5]`, `0.02`, JSON).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// The condition the value broke, e.g. `successCondition: result[0] < 0.05`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
     /// Failed (or errored, or inconclusive) measurements so far.
     pub failures: i32,
     /// How many such measurements the metric tolerates; one more decides.
     pub limit: i32,
     /// The run's own explanation.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 /// The Git side of a failed release.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GitEvidence {
     /// The commits the revert undoes, newest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reverted_commits: Vec<String>,
     /// The revert commit.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_commit: Option<String>,
     /// Progress of the revert (`Pending`, `Pushed`, `Blocked`, `Failed`, `Requested`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Why the revert was blocked or failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_reason: Option<String>,
 }
 
 /// One thing a person can do next.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextStep {
     /// What the command does, for a person.
     pub description: String,

@@ -75,6 +75,12 @@ impl Receiver {
 
     /// A receiver that answers the first requests from `script`, in order, then 200.
     pub async fn scripted(script: Vec<Answer>) -> Self {
+        Self::scripted_at(0, script).await
+    }
+
+    /// Like [`Receiver::scripted`], on loopback port `port` (0: any free one). With a port from
+    /// [`unused_port`] a test can refuse connections first and start the receiver later.
+    pub async fn scripted_at(port: u16, script: Vec<Answer>) -> Self {
         let state = Arc::new(Mutex::new(State {
             script: script.into(),
             requests: Vec::new(),
@@ -112,7 +118,9 @@ impl Receiver {
                 }
             }
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let app = axum::Router::new().fallback(handler);
         let server = tokio::spawn(async move {
@@ -151,4 +159,11 @@ impl Receiver {
         })
         .await
     }
+}
+
+/// A loopback port that nothing listens on: connections to it are refused until a receiver is
+/// started on it with [`Receiver::scripted_at`].
+pub fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
