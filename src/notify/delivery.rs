@@ -506,6 +506,19 @@ impl Sender<'_> {
     }
 }
 
+/// A request error and its causes ("connection refused"), without the URL: reqwest names the URL
+/// only in its own message, which `without_url` drops; the causes below it name none.
+fn transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 async fn attempt_once(
     client: &reqwest::Client,
     policy: &DeliveryPolicy,
@@ -529,11 +542,11 @@ async fn attempt_once(
             };
         }
         Err(e) if e.is_builder() => {
-            return Attempt::Fail(DeliveryError::Transport(e.without_url().to_string()));
+            return Attempt::Fail(DeliveryError::Transport(transport_error(e)));
         }
         Err(e) => {
             return Attempt::Retry {
-                error: DeliveryError::Transport(e.without_url().to_string()),
+                error: DeliveryError::Transport(transport_error(e)),
                 after: None,
             };
         }

@@ -46,6 +46,29 @@ impl Recorded {
             .get(name)
             .map(|v| v.to_str().expect("ASCII header").to_owned())
     }
+
+    /// Whether `X-Weir-Signature-256` is the HMAC-SHA256 of `body` under `key`, checked as a
+    /// receiver should: on the raw bytes, before parsing, in constant time (`ring::hmac::verify`).
+    pub fn signature_valid(&self, key: &[u8], body: &[u8]) -> bool {
+        let Some(header) = self.header("x-weir-signature-256") else {
+            return false;
+        };
+        let Some(hex) = header.strip_prefix("sha256=") else {
+            return false;
+        };
+        if hex.len() % 2 != 0 || !hex.is_ascii() {
+            return false;
+        }
+        let tag: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        let Some(tag) = tag else {
+            return false;
+        };
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        ring::hmac::verify(&key, body, &tag).is_ok()
+    }
 }
 
 #[derive(Default)]
