@@ -219,6 +219,16 @@ fn the_deployment_runs_weir_unprivileged_on_a_read_only_root() {
     let deploy = of_kind(&docs, "Deployment")[0];
     let pod = &deploy["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    // The token is mounted into weir's pod, which needs it, and nowhere else by default.
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(
+        of_kind(&docs, "ServiceAccount")[0]["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(
+        pod["serviceAccountName"],
+        of_kind(&docs, "ServiceAccount")[0]["metadata"]["name"]
+    );
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],
         "RuntimeDefault"

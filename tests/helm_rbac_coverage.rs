@@ -1,7 +1,10 @@
-//! The permissions listed in src/rbac.rs (and so granted by the Helm chart) cover what weir's code
-//! really asks the API for: `weir run` goes through a whole release against the emulator (GitSync from
-//! a private remote, a canary with a Secret-fed analysis, a failed release rolled back and reverted in
-//! Git, a signed chat alert, a prune), and every request it made is checked against the list.
+//! The permissions listed in src/rbac.rs (and so granted by the Helm chart, which tests/helm_chart.rs
+//! holds to exactly that list) match what weir's code really asks the API for, both ways: `weir run`
+//! (with leader election) goes through a whole release against the emulator (GitSync from a private
+//! remote, a canary with a Secret-fed analysis, a failed release rolled back and reverted in Git, a
+//! chat alert, alert providers and a ConfigMap applied and pruned from Git). Every request it made
+//! must be allowed by a listed rule, and every listed rule must have been used, unless it is one
+//! this release cannot reach and is named with the code that needs it.
 
 #[path = "support/git_remote.rs"]
 mod git_remote;
@@ -15,7 +18,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use git_remote::HttpRemote;
+use git_remote::{Fixture, HttpRemote};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -115,16 +118,10 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
     secret(&c, "git-creds", json!({"bearerToken": GIT_TOKEN})).await;
     secret(&c, "metrics-token", json!({"token": METRICS_TOKEN})).await;
     secret(&c, "team-webhook", json!({"address": team.url("/weir")})).await;
-    apply(
-        &c,
-        weir_kind("AlertProvider", "alertproviders"),
-        json!({"apiVersion": "weir.io/v1alpha1", "kind": "AlertProvider", "metadata": {"name": "team"},
-            "spec": {"type": "webhook", "secretRef": {"name": "team-webhook"}, "default": true,
-                     "events": ["RolledBack", "GitReverted"]}}),
-    )
-    .await;
+    // The alert providers come from Git too; a later commit retires one, for prune.
     let mut files = app_files("good", &base, true);
     files.extend(api_files("v1", &base));
+    files.push((ALERTS_FILE, alert_providers(true)));
     commit(&fx, "api v1, web good", &files);
     apply(
         &c,
@@ -144,6 +141,13 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
         .arg(fx.dir.path().join("cache"))
         .arg("--kubectl")
         .arg(kubectl_path())
+        .args([
+            "--leader-elect",
+            "--lease-namespace",
+            NS,
+            "--retry-period",
+            "200ms",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -193,11 +197,28 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
     // A commit that drops the ConfigMap: GitSync prunes it.
     fx.work_git(&["pull", "--quiet", "--rebase", "origin", "main"]);
     std::fs::remove_file(fx.work.join("apps/web/config.yaml")).unwrap();
-    fx.commit("drop web-config", &[]);
+    fx.commit(
+        "drop web-config and the retired alert provider",
+        &[(ALERTS_FILE, &alert_providers(false))],
+    );
     let configs: Api<ConfigMap> = Api::namespaced(c.client(), NS);
     wait_for("web-config pruned", WAIT, || async {
         configs
             .get_opt("web-config")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let providers: Api<DynamicObject> = Api::namespaced_with(
+        c.client(),
+        NS,
+        &weir_kind("AlertProvider", "alertproviders"),
+    );
+    wait_for("the retired alert provider pruned", WAIT, || async {
+        providers
+            .get_opt("retired")
             .await
             .ok()?
             .is_none()
@@ -233,14 +254,19 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
         ("get", "", "secrets"),
         ("patch", "", "configmaps"),
         ("delete", "", "configmaps"),
+        ("patch", "weir.io", "alertproviders"),
+        ("delete", "weir.io", "alertproviders"),
+        ("create", "coordination.k8s.io", "leases"),
+        ("update", "coordination.k8s.io", "leases"),
     ] {
         assert!(
             observed.contains(&(verb.into(), group.into(), resource.into())),
             "weir never made {verb} {group}/{resource}; observed: {observed:?}"
         );
     }
-    // Rules nothing in this release exercised are listed for whoever tightens them next.
-    let unused: Vec<String> = RULES
+    // Least privilege the other way: every listed permission was used here, or is one that this
+    // release cannot reach and is named, with the code that needs it, in NOT_EXERCISED.
+    let unused: BTreeSet<String> = RULES
         .iter()
         .flat_map(|r| r.verbs.iter().map(move |v| (r, *v)))
         .filter(|(r, v)| {
@@ -250,7 +276,56 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
         })
         .map(|(r, v)| format!("{} {v} {}/{}", r.controller, r.group, r.resource))
         .collect();
-    eprintln!("weir's requests: {observed:?}\nlisted but not exercised here: {unused:?}");
+    let justified: BTreeSet<String> = NOT_EXERCISED.iter().map(|(r, _)| (*r).to_owned()).collect();
+    assert_eq!(
+        unused, justified,
+        "src/rbac.rs lists permissions this release did not use: remove them, or name them in \
+         NOT_EXERCISED with the code that needs them (and drop entries the release now uses)"
+    );
+}
+
+/// Listed permissions the release above does not use, each with the code path that does.
+const NOT_EXERCISED: &[(&str, &str)] = &[
+    (
+        "rollout patch weir.io/rollouts/status",
+        "a Rollout with an invalid spec gets its InvalidSpec condition by merge patch",
+    ),
+    (
+        "rollout patch weir.io/analysisruns",
+        "a run the Rollout no longer needs (a skipped or promoted step) is terminated",
+    ),
+    (
+        "rollout delete weir.io/analysisruns",
+        "runs beyond the newest 5 successful and 5 unsuccessful are deleted",
+    ),
+    (
+        "rollout delete apps/replicasets",
+        "ReplicaSets beyond revisionHistoryLimit are deleted",
+    ),
+    (
+        "gitsync delete weir.io/rollouts",
+        "a Rollout removed from Git is pruned",
+    ),
+    (
+        "gitsync delete weir.io/analysistemplates",
+        "an AnalysisTemplate removed from Git is pruned",
+    ),
+    (
+        "gitsync delete weir.io/clusteranalysistemplates",
+        "a ClusterAnalysisTemplate removed from Git is pruned",
+    ),
+];
+
+const ALERTS_FILE: &str = "apps/alerts.yaml";
+
+/// The team's AlertProvider (its URL in a Secret), and while `with_retired` one that a later
+/// commit removes.
+fn alert_providers(with_retired: bool) -> String {
+    let mut yaml = "apiVersion: weir.io/v1alpha1\nkind: AlertProvider\nmetadata:\n  name: team\nspec:\n  type: webhook\n  secretRef:\n    name: team-webhook\n  default: true\n  events: [RolledBack, GitReverted]\n".to_owned();
+    if with_retired {
+        yaml.push_str("---\napiVersion: weir.io/v1alpha1\nkind: AlertProvider\nmetadata:\n  name: retired\nspec:\n  type: slack\n  address: http://127.0.0.1:9/unused\n  events: [Completed]\n");
+    }
+    yaml
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
