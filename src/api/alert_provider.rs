@@ -181,7 +181,7 @@ pub struct AlertProviderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the last alert got through (reasons `AlertDelivered`,
-    /// `AlertDeliveryFailed`, `SecretNotFound`).
+    /// `AlertDeliveryRetrying`, `AlertDeliveryFailed`, `AlertDropped`, `SecretNotFound`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -245,7 +245,7 @@ pub struct SentAlert {
     pub event: AlertEvent,
     /// The Rollout.
     pub rollout: String,
-    /// `Delivered`, or `Failed` (see the provider's Events for why).
+    /// `Delivered`, or `Failed`: given up (see the provider's Events for why).
     pub outcome: SentAlertOutcome,
     /// When the outcome was known.
     pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
@@ -256,7 +256,8 @@ pub struct SentAlert {
 pub enum SentAlertOutcome {
     /// The service accepted it.
     Delivered,
-    /// weir gave up after its retries; it is not sent again.
+    /// weir gave up: 4xx, still failing when the time to retry ran out, or no room to hold
+    /// it; it is not sent again.
     Failed,
 }
 
