@@ -1,7 +1,8 @@
 //! Secrets stay in their Secrets. `weir run`, logging everything at trace level, goes through a release that
 //! uses a Git password (HTTP basic authentication), a chat webhook whose URL path is the
 //! credential, a webhook bearer token and signing key, and a metrics bearer token; a GitSync with a
-//! wrong password and an alert receiver that refuses connections make the error paths run too.
+//! wrong password, an alert receiver that refuses connections and a metric whose URL path holds a
+//! secret argument make the error paths run too.
 //! Then weir's logs, every Event, every object but the Secrets, and every alert received are
 //! searched for each secret value, its base64 form and the Basic header built from the password.
 
@@ -212,6 +213,26 @@ async fn no_secret_reaches_logs_events_statuses_or_alerts() {
             Some(format!("Bearer {WEBHOOK_TOKEN}"))
         );
     }
+    // A metric whose URL carries a secret argument in its path fails (404): the error names the
+    // URL, and the run's status must not show the argument.
+    weir_object(&c, "AnalysisRun", "analysisruns", json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": "secret-in-path"},
+        "spec": {"args": [{"name": "token", "valueFrom": {"secretKeyRef": {"name": "metrics-token", "key": "token"}}}],
+                 "metrics": [{"name": "probe", "count": 1, "successCondition": "result < 1",
+                              "provider": {"web": {"url": format!("{base}/rate/{{{{args.token}}}}/missing"),
+                                                   "jsonPath": "{$.errorRate}"}}}]}})).await;
+    let runs = api(&c, "weir.io", "v1alpha1", "AnalysisRun", "analysisruns");
+    let message = wait_for("the secret-in-path metric errored", WAIT, || async {
+        let run = runs.get("secret-in-path").await.ok()?;
+        let m = run.data["status"]["metricResults"][0]["measurements"][0].clone();
+        (m["phase"] == "Error").then(|| m["message"].as_str().unwrap_or("").to_owned())
+    })
+    .await;
+    assert!(
+        message.contains("404") && message.contains("/rate/***/missing"),
+        "{message}"
+    );
+
     // The error paths ran: the unreachable receiver is being retried, the wrong password refused.
     let providers = api(&c, "weir.io", "v1alpha1", "AlertProvider", "alertproviders");
     wait_for("the unreachable receiver retried", WAIT, || async {

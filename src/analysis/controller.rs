@@ -59,25 +59,31 @@ pub async fn run(client: Client) {
         .await;
 }
 
-/// Resolves every argument: literal values, and Secret keys read now (never stored).
+/// Resolves every argument: literal values, and Secret keys read now (never stored). Also returns
+/// the values that came from Secrets, to be redacted from anything recorded.
 async fn resolve_args(
     run: &AnalysisRun,
     secrets: &dyn SecretSource,
     ns: &str,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<(BTreeMap<String, String>, Vec<String>), String> {
     let mut out = BTreeMap::new();
+    let mut secret_values = Vec::new();
     for a in &run.spec.args {
         let value = match (&a.value, &a.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => secrets
-                .secret(ns, &from.secret_key_ref.name, &from.secret_key_ref.key)
-                .await
-                .map_err(|e| format!("argument {:?}: {e}", a.name))?,
+            (None, Some(from)) => {
+                let v = secrets
+                    .secret(ns, &from.secret_key_ref.name, &from.secret_key_ref.key)
+                    .await
+                    .map_err(|e| format!("argument {:?}: {e}", a.name))?;
+                secret_values.push(v.clone());
+                v
+            }
             (None, None) => return Err(format!("argument {:?} has no value", a.name)),
         };
         out.insert(a.name.clone(), value);
     }
-    Ok(out)
+    Ok((out, secret_values))
 }
 
 async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, AnalysisError> {
@@ -109,14 +115,16 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
             let started = (ctx.clock)();
             let obs = match &args {
                 Err(e) => Observation::Error(e.clone()),
-                Ok(values) => {
+                Ok((values, secret_values)) => {
                     let m = runs::substitute(metric, values);
                     match providers::provider_for(&m.provider)
                         .measure(&secrets, &ns)
                         .await
                     {
                         Ok(v) => Observation::Value(v),
-                        Err(e) => Observation::Error(e.to_string()),
+                        Err(e) => {
+                            Observation::Error(runs::redact_secrets(&e.to_string(), secret_values))
+                        }
                     }
                 }
             };

@@ -250,6 +250,19 @@ pub fn with_literal_args_in_conditions(spec: &AnalysisRunSpec) -> AnalysisRunSpe
     out
 }
 
+/// `text` with every secret value replaced by `***`, longest first (so a secret that contains
+/// another is hidden whole). A provider's error may quote the URL or query that a secret argument
+/// was substituted into; this keeps the value out of the run's status.
+pub fn redact_secrets(text: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_owned();
+    for secret in sorted {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
 /// The metric with `{{args.NAME}}` replaced by the resolved values.
 pub fn substitute(m: &Metric, args: &BTreeMap<String, String>) -> Metric {
     let mut m = m.clone();
@@ -283,6 +296,22 @@ pub fn substitute(m: &Metric, args: &BTreeMap<String, String>) -> Metric {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_values_are_redacted_from_messages() {
+        let secrets = vec!["tok".to_owned(), "tok-123".to_owned(), String::new()];
+        let cases = [
+            (
+                "GET https://m.example/tok-123/rate failed",
+                "GET https://m.example/***/rate failed",
+            ),
+            ("key tok and tok-123", "key *** and ***"),
+            ("nothing secret", "nothing secret"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(super::redact_secrets(text, &secrets), want, "{text}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
