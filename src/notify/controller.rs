@@ -398,7 +398,7 @@ async fn resume(shared: &Shared, delivery: &Delivery) {
                 attempts: entry.attempts,
                 not_before: entry.next_attempt_at.map(|t| t.0),
             };
-            if let Err(full) = delivery.enqueue(job) {
+            if let Err(full) = delivery.enqueue_waiting(job).await {
                 give_up_dropped(shared, &p, &alert, &full.to_string()).await;
             }
         }

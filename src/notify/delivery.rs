@@ -353,6 +353,25 @@ impl Delivery {
         }
     }
 
+    /// Queues an alert, waiting for room when the queue is full: for alerts resumed at start,
+    /// which are already recorded and should not be dropped for arriving all at once. Fails only
+    /// when the worker has stopped.
+    pub async fn enqueue_waiting(&self, job: Job) -> Result<(), QueueFull> {
+        match self.tx.send(job).await {
+            Ok(()) => {
+                self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::SendError(job)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(QueueFull {
+                    capacity: self.capacity,
+                    job: Box::new(job),
+                })
+            }
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
