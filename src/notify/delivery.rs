@@ -618,7 +618,8 @@ mod tests {
         let since: Timestamp = "2026-11-22T00:00:00Z".parse().unwrap();
         let at = |secs: i64| since.checked_add(SignedDuration::from_secs(secs)).unwrap();
         // (attempts so far, Retry-After, now in seconds after `since`, expected next attempt)
-        let cases: [(u32, Option<u64>, i64, Result<i64, GiveUp>); 9] = [
+        type Case = (u32, Option<u64>, i64, Result<i64, GiveUp>);
+        let cases: [Case; 9] = [
             (1, None, 0, Ok(1)),
             (2, None, 10, Ok(12)),
             (4, None, 100, Ok(108)),
