@@ -308,7 +308,24 @@ pub struct Delivery {
     tx: mpsc::Sender<Job>,
     stats: Arc<DeliveryStats>,
     capacity: usize,
-    _worker: Arc<AbortOnDrop>,
+    _worker: Arc<WorkerGuard>,
+}
+
+/// Stops the worker and every alert task it started, at once, when the last handle goes: a
+/// stopped controller must not go on sending beside the one that replaces it.
+struct WorkerGuard {
+    worker: tokio::task::AbortHandle,
+    sending: Arc<std::sync::Mutex<JoinSet<()>>>,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.worker.abort();
+        self.sending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
+    }
 }
 
 /// Aborts a task when dropped.
@@ -326,12 +343,16 @@ impl Delivery {
         let (tx, rx) = mpsc::channel(policy.queue_capacity.max(1));
         let stats = Arc::new(DeliveryStats::default());
         let capacity = policy.queue_capacity.max(1);
-        let worker = tokio::spawn(work(rx, policy, report, stats.clone()));
+        let sending = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+        let worker = tokio::spawn(work(rx, policy, report, stats.clone(), sending.clone()));
         Delivery {
             tx,
             stats,
             capacity,
-            _worker: Arc::new(AbortOnDrop(worker.abort_handle())),
+            _worker: Arc::new(WorkerGuard {
+                worker: worker.abort_handle(),
+                sending,
+            }),
         }
     }
 
@@ -383,6 +404,7 @@ async fn work(
     policy: DeliveryPolicy,
     report: Arc<dyn DeliveryReport>,
     stats: Arc<DeliveryStats>,
+    sending: Arc<std::sync::Mutex<JoinSet<()>>>,
 ) {
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -391,16 +413,7 @@ async fn work(
         .map_err(|e| e.without_url().to_string());
     let limit = Arc::new(Semaphore::new(policy.concurrency.max(1)));
     let policy = Arc::new(policy);
-    // Owned here, so that stopping the worker stops every alert it is sending.
-    let mut sending = JoinSet::new();
-    loop {
-        let job = tokio::select! {
-            job = rx.recv() => match job {
-                Some(job) => job,
-                None => break,
-            },
-            Some(_) = sending.join_next(), if !sending.is_empty() => continue,
-        };
+    while let Some(job) = rx.recv().await {
         let (client, policy, report, stats, limit) = (
             client.clone(),
             policy.clone(),
@@ -408,6 +421,9 @@ async fn work(
             stats.clone(),
             limit.clone(),
         );
+        let mut sending = sending.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the alerts that ended; their outcomes were reported by their tasks.
+        while sending.try_join_next().is_some() {}
         sending.spawn(async move {
             let outcome = match client {
                 Ok(client) => {
@@ -432,7 +448,6 @@ async fn work(
             report.report(&job, &outcome).await;
         });
     }
-    while sending.join_next().await.is_some() {}
 }
 
 /// What one attempt came to.
