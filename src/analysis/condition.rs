@@ -20,9 +20,9 @@ pub const MAX_CONDITION_NESTING: usize = 16;
 /// Most operators accepted. A chain like `a + a + a …` builds a tree as deep as it is long, which
 /// the parser and interpreter walk recursively.
 pub const MAX_CONDITION_OPERATORS: usize = 100;
-/// Stack of the thread that parses and evaluates a condition. Within the limits above CEL needs
-/// under 12 MiB in a debug build (much less in release); the thread's own stack never depends on
-/// who calls (a tokio worker has 2 MiB).
+/// Stack of the thread that parses and evaluates a condition: ample for the largest conditions
+/// the limits above allow, even in a debug build (`tests/fuzz.rs` runs them), and independent of
+/// the caller's stack (a tokio worker has 2 MiB).
 const CEL_STACK_BYTES: usize = 32 << 20;
 
 /// CEL's standard environment, built once: building it costs far more than compiling and
@@ -272,6 +272,25 @@ mod tests {
 
     fn vector(samples: &[f64]) -> MetricValue {
         MetricValue::Vector(samples.to_vec())
+    }
+
+    #[test]
+    fn size_limits_count_brackets_and_operators_outside_string_literals() {
+        let deep = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        let chain = |n: usize| format!("1{}", " + 1".repeat(n));
+        let cases: [(String, bool); 8] = [
+            (deep(MAX_CONDITION_NESTING), true),
+            (deep(MAX_CONDITION_NESTING + 1), false),
+            (chain(MAX_CONDITION_OPERATORS), true),
+            (chain(MAX_CONDITION_OPERATORS + 1), false),
+            (format!("'{}' == ''", "(".repeat(100)), true),
+            (format!("\"{}\\\"\" != ''", "+".repeat(200)), true),
+            (format!("'{}", "(".repeat(100)), true),
+            ("1".repeat(MAX_CONDITION_BYTES + 1), false),
+        ];
+        for (expr, accepted) in cases {
+            assert_eq!(check_size(&expr).is_ok(), accepted, "{expr}");
+        }
     }
 
     #[test]
