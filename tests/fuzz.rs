@@ -3,9 +3,10 @@
 //! metrics backend), the emulator's patch handlers (any API client), and the route weight math
 //! (routes other people edit, steps users write).
 //!
-//! Each property runs a bounded number of generated cases, so `cargo test --test fuzz` is a short
-//! run (under a minute in the debug build). `PROPTEST_CASES=N` runs every property N times for the
-//! long run, e.g. `PROPTEST_CASES=20000 cargo test --release --test fuzz` (see README, Testing).
+//! Each property runs a bounded number of generated cases from a fixed seed, so
+//! `cargo test --test fuzz` is a short, repeatable run (under a minute in the debug build).
+//! `PROPTEST_CASES=N` runs every property N times from a random seed for the long run, e.g.
+//! `PROPTEST_CASES=20000 cargo test --release --test fuzz` (see README, Fuzzing).
 //! A failure prints the shrunk input. Every crash the properties found is kept below as a named
 //! regression test (`regression_*`), so it stays covered whatever the generator draws.
 
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 use support::{Cluster, TempDir};
 use weir::analysis::assessment::{Observation, judge};
@@ -29,28 +30,35 @@ use weir::gitsync::render::{RenderError, RenderOptions, render};
 use weir::rollout::{Action, Observed, ObservedReplicaSet, ServiceState, TrafficState};
 use weir::traffic::{Backends, Weights, gateway_api, istio};
 
-/// Runs `property` over `strategy`, `default_cases` times unless `PROPTEST_CASES` says otherwise.
-/// Failures are not written to a regressions file: the ones worth keeping become named tests.
+/// Runs `property` over `strategy`: `default_cases` cases from a fixed seed, so that the short run
+/// in CI is the same every time, or `PROPTEST_CASES` cases from a random seed (or from
+/// `PROPTEST_RNG_SEED`) for the long run. Failures are not written to a regressions file: the ones
+/// worth keeping become named tests.
 fn check<S: Strategy>(
     default_cases: u32,
     strategy: S,
     property: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(default_cases);
-    let config = Config {
-        cases,
+    // `Config::default()` reads the PROPTEST_* variables.
+    let mut config = Config {
         failure_persistence: None,
         max_shrink_iters: 2_000,
         ..Config::default()
     };
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = default_cases;
+        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+            config.rng_seed = RngSeed::Fixed(SHORT_RUN_SEED);
+        }
+    }
     let mut runner = TestRunner::new(config);
     if let Err(failure) = runner.run(&strategy, property) {
         panic!("{failure}");
     }
 }
+
+/// Seed of the short run.
+const SHORT_RUN_SEED: u64 = 0x5745_4952;
 
 /// Any JSON value, nested up to `depth` levels, with keys drawn from `keys` so that generated
 /// documents hit the fields code looks at.
