@@ -12,6 +12,19 @@ use super::value::MetricValue;
 /// The name under which a condition sees the measured value.
 pub const RESULT_VARIABLE: &str = "result";
 
+/// Longest condition accepted. Real conditions are a line; a long one is a generated attack.
+pub const MAX_CONDITION_BYTES: usize = 2048;
+/// Deepest nesting of `(`, `[` and `{` accepted. CEL's parser recurses through a dozen rules
+/// per level, so 20 levels already overflow a 2 MiB thread stack in a debug build.
+pub const MAX_CONDITION_NESTING: usize = 16;
+/// Most operators accepted. A chain like `a + a + a …` builds a tree as deep as it is long, which
+/// the parser and interpreter walk recursively.
+pub const MAX_CONDITION_OPERATORS: usize = 100;
+/// Stack of the thread that parses and evaluates a condition: ample for the largest conditions
+/// the limits above allow, even in a debug build (`tests/fuzz.rs` runs them), and independent of
+/// the caller's stack (a tokio worker has 2 MiB).
+const CEL_STACK_BYTES: usize = 32 << 20;
+
 /// CEL's standard environment, built once: building it costs far more than compiling and
 /// evaluating a condition, and conditions are compiled on every assessment.
 static STANDARD_ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -64,18 +77,27 @@ pub enum ConditionError {
 }
 
 impl Condition {
-    /// Parses a CEL expression. Parse errors name the expression.
+    /// Parses a CEL expression. Parse errors name the expression. Expressions longer, deeper or
+    /// with more operators than [`MAX_CONDITION_BYTES`], [`MAX_CONDITION_NESTING`] and
+    /// [`MAX_CONDITION_OPERATORS`] are refused before CEL sees them.
     pub fn compile(expr: &str) -> Result<Condition, ConditionError> {
-        let env = Arc::clone(&STANDARD_ENV);
-        let program = env.compile(expr).map_err(|errors| ConditionError::Parse {
+        let refused = |message: String| ConditionError::Parse {
             expr: expr.to_owned(),
-            message: errors
-                .errors
-                .iter()
-                .map(|error| format!("{}:{}: {}", error.pos.0, error.pos.1, error.msg))
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+            message,
+        };
+        check_size(expr).map_err(refused)?;
+        let env = Arc::clone(&STANDARD_ENV);
+        let compiled = on_cel_stack(|| {
+            env.compile(expr).map_err(|errors| {
+                errors
+                    .errors
+                    .iter()
+                    .map(|error| format!("{}:{}: {}", error.pos.0, error.pos.1, error.msg))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        });
+        let program = compiled.and_then(|program| program).map_err(refused)?;
         Ok(Condition {
             expression: expr.to_owned(),
             program,
@@ -96,20 +118,91 @@ impl Condition {
                 message: error.to_string(),
             }
         })?;
-        let mut context = Context::with_env(Arc::clone(&self.env));
-        context.add_variable_as_val(RESULT_VARIABLE, bound);
-        match self.program.execute(&context) {
-            Ok(Value::Bool(decision)) => Ok(decision),
-            Ok(other) => Err(ConditionError::NotBoolean {
+        let evaluated = on_cel_stack(|| {
+            let mut context = Context::with_env(Arc::clone(&self.env));
+            context.add_variable_as_val(RESULT_VARIABLE, bound);
+            match self.program.execute(&context) {
+                Ok(Value::Bool(decision)) => Ok(Ok(decision)),
+                Ok(other) => Ok(Err(describe(&other))),
+                Err(error) => Err(error.to_string()),
+            }
+        });
+        match evaluated.and_then(|outcome| outcome) {
+            Ok(Ok(decision)) => Ok(decision),
+            Ok(Err(got)) => Err(ConditionError::NotBoolean {
                 expr: self.expression.clone(),
-                got: describe(&other),
+                got,
             }),
-            Err(error) => Err(ConditionError::Evaluate {
+            Err(message) => Err(ConditionError::Evaluate {
                 expr: self.expression.clone(),
-                message: error.to_string(),
+                message,
             }),
         }
     }
+}
+
+/// Refuses expressions whose parse tree would be too deep for CEL's recursive parser and
+/// interpreter. Brackets and operators inside string literals do not count.
+fn check_size(expr: &str) -> Result<(), String> {
+    if expr.len() > MAX_CONDITION_BYTES {
+        return Err(format!(
+            "longer than {MAX_CONDITION_BYTES} bytes ({} bytes)",
+            expr.len()
+        ));
+    }
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        if let Some(open) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == open {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '?' | ',' | '.' => {
+                operators += 1;
+            }
+            _ => {}
+        }
+    }
+    if deepest > MAX_CONDITION_NESTING {
+        return Err(format!(
+            "nested deeper than {MAX_CONDITION_NESTING} levels of brackets"
+        ));
+    }
+    if operators > MAX_CONDITION_OPERATORS {
+        return Err(format!(
+            "more than {MAX_CONDITION_OPERATORS} operators ({operators})"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs CEL on a thread of its own with a known stack, and turns a panic inside CEL into an
+/// error: a hostile condition must fail its metric, not take the controller down.
+fn on_cel_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("cel".into())
+            .stack_size(CEL_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .map_err(|error| format!("could not start the CEL thread: {error}"))?;
+        handle
+            .join()
+            .map_err(|_| "the CEL interpreter failed on this expression".to_owned())
+    })
 }
 
 /// The CEL value a condition sees as `result`.
@@ -179,6 +272,25 @@ mod tests {
 
     fn vector(samples: &[f64]) -> MetricValue {
         MetricValue::Vector(samples.to_vec())
+    }
+
+    #[test]
+    fn size_limits_count_brackets_and_operators_outside_string_literals() {
+        let deep = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        let chain = |n: usize| format!("1{}", " + 1".repeat(n));
+        let cases: [(String, bool); 8] = [
+            (deep(MAX_CONDITION_NESTING), true),
+            (deep(MAX_CONDITION_NESTING + 1), false),
+            (chain(MAX_CONDITION_OPERATORS), true),
+            (chain(MAX_CONDITION_OPERATORS + 1), false),
+            (format!("'{}' == ''", "(".repeat(100)), true),
+            (format!("\"{}\\\"\" != ''", "+".repeat(200)), true),
+            (format!("'{}", "(".repeat(100)), true),
+            ("1".repeat(MAX_CONDITION_BYTES + 1), false),
+        ];
+        for (expr, accepted) in cases {
+            assert_eq!(check_size(&expr).is_ok(), accepted, "{expr}");
+        }
     }
 
     #[test]

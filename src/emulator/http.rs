@@ -990,8 +990,20 @@ fn apply_scale(rt: &ResourceType, current: &Value, scale: &Value) -> Result<Valu
     let pointer = pointer_of(&paths.spec_replicas);
     let parts: Vec<&str> = pointer.split('/').filter(|p| !p.is_empty()).collect();
     for (i, p) in parts.iter().enumerate() {
+        // The stored object is whatever clients wrote; a `spec` that is not an object is their
+        // mistake to fix, not a server fault.
         let Some(map) = cur.as_object_mut() else {
-            return Err(ApiError::internal("scale path does not address an object"));
+            let field = parts[..i].join(".");
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![(
+                    "FieldValueInvalid".into(),
+                    format!("Invalid value: {field} of the scaled object is not an object"),
+                    field,
+                )],
+            ));
         };
         if i + 1 == parts.len() {
             map.insert(p.to_string(), json!(replicas));

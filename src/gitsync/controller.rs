@@ -28,7 +28,9 @@ use crate::api::rollout::Rollout;
 
 use super::apply::{Applier, rollout_owned, stale};
 use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
-use super::render::{ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, render};
+use super::render::{
+    ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, check_path_field, render,
+};
 use super::revert::{self, Outcome, RevertWriter};
 
 /// Field manager of GitSync status writes.
@@ -344,7 +346,7 @@ async fn read_auth(client: &Client, gs: &GitSync) -> Result<GitAuth, SyncOutcome
     })
 }
 
-/// Checks what can be checked without git or the API: durations, URL, ref.
+/// Checks what can be checked without git or the API: durations, URL, refs, the path.
 fn validate(gs: &GitSync) -> Result<(Duration, Duration), String> {
     let interval = gs
         .spec
@@ -358,6 +360,14 @@ fn validate(gs: &GitSync) -> Result<(Duration, Duration), String> {
     GitRefSpec::from_spec(gs.spec.git_ref.as_ref())
         .validate()
         .map_err(|e| format!("spec.ref: {e}"))?;
+    if let Some(branch) = gs.spec.revert.as_ref().and_then(|r| r.push_branch.as_ref()) {
+        GitRefSpec::Branch(branch.clone())
+            .validate()
+            .map_err(|e| format!("spec.revert.pushBranch: {e}"))?;
+    }
+    if let Some(path) = &gs.spec.path {
+        check_path_field(path).map_err(|e| format!("spec.path: {e}"))?;
+    }
     Ok((interval, timeout))
 }
 

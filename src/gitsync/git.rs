@@ -50,7 +50,7 @@ use crate::api::gitsync::{
 /// Time limit of one git command when none is configured.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The program run for every command.
+/// The program run for every command unless [`GitCli::with_program`] names another.
 const GIT_PROGRAM: &str = "git";
 /// How much of git's stderr an error keeps; the first lines say what went wrong.
 const STDERR_LIMIT: usize = 4096;
@@ -544,6 +544,7 @@ pub trait Git: Send + Sync {
 pub struct GitCli {
     cache_dir: PathBuf,
     timeout: Duration,
+    program: PathBuf,
     /// Operations on one mirror run one at a time, so two fetches never race on its refs.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -553,6 +554,7 @@ impl fmt::Debug for GitCli {
         f.debug_struct("GitCli")
             .field("cache_dir", &self.cache_dir)
             .field("timeout", &self.timeout)
+            .field("program", &self.program)
             .finish_non_exhaustive()
     }
 }
@@ -564,8 +566,16 @@ impl GitCli {
         GitCli {
             cache_dir: cache_dir.into(),
             timeout: DEFAULT_COMMAND_TIMEOUT,
+            program: PathBuf::from(GIT_PROGRAM),
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, running `program` instead of the `git` found on `PATH` (a pinned git binary, or
+    /// a wrapper that records how git is called). It is started directly, never through a shell.
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> GitCli {
+        self.program = program.into();
+        self
     }
 
     /// The same, with `timeout` as the time limit of each git command.
@@ -607,7 +617,7 @@ impl GitCli {
     async fn exec(&self, invocation: Invocation) -> Result<Finished, GitError> {
         let shown = invocation.shown();
         let home = self.private_dir("home").await?;
-        let mut command = Command::new(GIT_PROGRAM);
+        let mut command = Command::new(&self.program);
         if let Some(git_dir) = &invocation.git_dir {
             let mut arg = OsString::from("--git-dir=");
             arg.push(git_dir);

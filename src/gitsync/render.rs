@@ -494,14 +494,8 @@ impl Checkout {
         let escapes = || RenderError::PathEscapes {
             path: path.to_owned(),
         };
-        let relative = Path::new(path);
-        let plain = relative
-            .components()
-            .all(|part| matches!(part, Component::Normal(_) | Component::CurDir));
-        if !plain {
-            return Err(escapes());
-        }
-        let joined = self.root.join(relative);
+        check_path_field(path)?;
+        let joined = self.root.join(path);
         let resolved = fs::canonicalize(&joined).map_err(|source| RenderError::Io {
             path: path.to_owned(),
             source,
@@ -552,6 +546,23 @@ impl Checkout {
             Ok(_) => Err(ReferenceProblem::OutsideRoot),
             Err(_) => Err(ReferenceProblem::Missing),
         }
+    }
+}
+
+/// Checks a GitSync's `path` field as text, before anything is fetched: relative, with no `..`
+/// component and no control characters. [`render`] checks it again against the checkout, where a
+/// symlink could still lead outside.
+pub fn check_path_field(path: &str) -> Result<(), RenderError> {
+    let plain = !path.chars().any(char::is_control)
+        && Path::new(path)
+            .components()
+            .all(|part| matches!(part, Component::Normal(_) | Component::CurDir));
+    if plain {
+        Ok(())
+    } else {
+        Err(RenderError::PathEscapes {
+            path: path.to_owned(),
+        })
     }
 }
 

@@ -672,9 +672,14 @@ impl Planner<'_> {
 
     fn count_replicas(&mut self) {
         let rss = &self.observed.replica_sets;
-        self.status.replicas = rss.iter().map(|r| r.replicas).sum();
-        self.status.ready_replicas = rss.iter().map(|r| r.ready).sum();
-        self.status.available_replicas = rss.iter().map(|r| r.available).sum();
+        // Saturating: the counts are whatever the ReplicaSets say, and two at i32::MAX must not
+        // overflow.
+        let total = |count: fn(&ObservedReplicaSet) -> i32| {
+            rss.iter().map(count).fold(0i32, i32::saturating_add)
+        };
+        self.status.replicas = total(|r| r.replicas);
+        self.status.ready_replicas = total(|r| r.ready);
+        self.status.available_replicas = total(|r| r.available);
         self.status.updated_replicas = self.rs(&self.current).map_or(0, |r| r.replicas);
     }
 

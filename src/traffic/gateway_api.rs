@@ -260,7 +260,8 @@ fn weight_of(backend_ref: &Value) -> i64 {
 
 /// Relative weights as percentages, rounded half up; both 0 when neither backend gets traffic.
 fn as_percent(canary: i64, stable: i64) -> Weights {
-    let (canary, stable) = (canary.max(0), stable.max(0));
+    // Widened: a route may carry any int64, and 200 * i64::MAX must not overflow.
+    let (canary, stable) = (i128::from(canary.max(0)), i128::from(stable.max(0)));
     let total = canary + stable;
     if total == 0 {
         return Weights {
