@@ -936,3 +936,51 @@ async fn an_api_error_on_one_object_does_not_stop_the_sync_of_the_others() {
         );
     }
 }
+
+/// Found by the chaos test: an analysis controller whose status write met a 409 took the verdict as
+/// written and waited for a change; an injected Conflict left the run Pending for good and its
+/// Rollout stuck on the analysis step. The verdict is now measured and written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_verdict_refused_with_a_conflict_is_written_again() {
+    let c = Cluster::start("chaos-analysis").await;
+    c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
+        .await;
+    let (base, _rates) = error_rate_server().await;
+    let runs: Api<weir::api::analysis::AnalysisRun> = Api::namespaced(c.client(), NS);
+    let run = json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisRun", "metadata": {"name": "web-1"},
+        "spec": {"metrics": [{"name": "error-rate", "count": 1, "interval": "1s", "successCondition": "result < 0.05",
+                              "provider": {"web": {"url": format!("{base}/rate/v2"), "jsonPath": "{$.errorRate}"}}}]}});
+    runs.patch(
+        "web-1",
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&run),
+    )
+    .await
+    .expect("create AnalysisRun");
+    *c.emulator.app.faults.write().unwrap() = FaultConfig {
+        error_rate: 1.0,
+        error_codes: vec![409],
+        ..FaultConfig::default()
+    };
+    let controller = tokio::spawn(weir::analysis::controller::run(c.client()));
+    let app = Arc::clone(&c.emulator.app);
+    wait_for("a refused status write", Duration::from_secs(60), || {
+        let stats = app.stats_json();
+        async move {
+            stats["requestsByResource"]
+                .as_array()?
+                .iter()
+                .any(|r| r["resource"] == "analysisruns/status" && r["verb"] == "update")
+                .then_some(())
+        }
+    })
+    .await;
+    *c.emulator.app.faults.write().unwrap() = FaultConfig::default();
+    wait_for("the verdict stored", Duration::from_secs(30), || async {
+        let run = runs.get("web-1").await.ok()?;
+        let phase = serde_json::to_value(run.status?.phase).ok()?;
+        (phase == "Successful").then_some(())
+    })
+    .await;
+    controller.abort();
+}
