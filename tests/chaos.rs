@@ -5,9 +5,9 @@
 //!
 //! - **every Rollout ends in the right state**: a healthy release is Healthy on its new revision, with
 //!   its commit (or the later revision the sync applied it at) as `stableCommit`, never aborted and
-//!   never reverted; a failing release was aborted,
-//!   reverted in Git (`gitRevert.state: Pushed`, naming exactly its commit), and is Healthy again on
-//!   the revision it started from;
+//!   never reverted; a failing release was aborted, reverted in Git (`gitRevert.state: Pushed`, naming
+//!   exactly its commit), and is Healthy again on the revision it started from; and no `weir run`
+//!   ever panicked;
 //! - **no step Event is duplicated**: the Rollout controller names each transition it records
 //!   (`RolloutStepCompleted "Step 1/2 completed"`, `TrafficWeightUpdated "… 50% canary …"`,
 //!   `RolloutAborted`, `RolloutCompleted "… revision H is stable"`, …) and the revert writer records
@@ -23,8 +23,8 @@
 //! - **every failing Rollout has exactly one revert commit on the remote** ("This reverts commit
 //!   <its commit>." appears once in the remote's history), and **nothing healthy was reverted**.
 //!
-//! The seeds in [`SEEDS`] run one after the other; `WEIR_CHAOS_SEED=<n> cargo test --test chaos` runs
-//! just one. The seed decides which releases fail, the order of the commits, when weir is killed and
+//! The seeds in [`SEEDS`] run one after the other (about 2 minutes each in the debug build);
+//! `WEIR_CHAOS_SEED=<n> cargo test --test chaos` runs just one (a failure prints its seed, in decimal). The seed decides which releases fail, the order of the commits, when weir is killed and
 //! when watches are dropped (and seeds the emulator's fault dice); the processes' interleaving is not
 //! deterministic, so a seed reproduces the schedule, not every byte.
 
