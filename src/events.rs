@@ -69,7 +69,10 @@ pub async fn record(
     };
     match api.create(&pp, &ev).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        // Only AlreadyExists means an Event of this name is there. Any other 409 (a Conflict)
+        // recorded nothing; taking it for success would lose the Event for good, because the
+        // status written next says it was recorded.
+        Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -404,7 +404,7 @@ async fn conflicts_are_retried_a_bounded_number_of_times() {
     *c.emulator.app.faults.write().unwrap() = FaultConfig {
         error_rate: 1.0,
         error_codes: vec![409],
-        never_ready_selector: None,
+        ..FaultConfig::default()
     };
     let routers = routers_for(&gateway_routing(&[("web", None)]), "default");
     let [router] = routers.as_slice() else {

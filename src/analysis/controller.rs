@@ -149,7 +149,11 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
     }
     assessment::assess(&spec, &mut status, (ctx.clock)());
     if status != old {
-        write_status(&ctx, &run, status.clone()).await?;
+        if !write_status(&ctx, &run, status.clone()).await? {
+            // Not written: measure and judge again soon. Waiting for a change instead would
+            // leave a verdict that never got stored waiting forever when no change comes.
+            return Ok(Requeue::requeue(Duration::from_millis(200)));
+        }
         if status.phase.is_completed() && !old.phase.is_completed() {
             crate::telemetry::global().run_completed(status.phase.as_str());
         }
@@ -163,11 +167,13 @@ async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, 
     Ok(Requeue::requeue(next.max(Duration::from_millis(50))))
 }
 
+/// Writes the run's status; `false` when the run changed since it was read (409), so nothing was
+/// written.
 async fn write_status(
     ctx: &Context,
     run: &AnalysisRun,
     status: AnalysisRunStatus,
-) -> Result<(), AnalysisError> {
+) -> Result<bool, AnalysisError> {
     let api: Api<AnalysisRun> =
         Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
     let mut next = run.clone();
@@ -177,9 +183,9 @@ async fn write_status(
         ..Default::default()
     };
     match api.replace_status(&run.name_any(), &pp, &next).await {
-        Ok(_) => Ok(()),
-        // The run changed (terminated by the Rollout controller): the next reconcile sees it.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        // The run changed (terminated by the Rollout controller): the next pass reads it again.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(source) => Err(AnalysisError::Status {
             name: run.name_any(),
             source,

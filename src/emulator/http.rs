@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::api_error::ApiError;
 use super::discovery;
-use super::faults::FaultConfig;
+use super::faults::{FaultConfig, FaultDice};
 use super::merge::{self, MergeError};
 use super::object_rules::{DeleteOptions, FieldValidation, WriteContext, now_rfc3339};
 use super::openapi;
@@ -105,6 +105,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Current fault injection.
     pub faults: RwLock<FaultConfig>,
+    /// The dice the faults are rolled with (seeded by `FaultConfig::seed`).
+    pub fault_dice: Mutex<FaultDice>,
     /// Bumped to end every open watch.
     pub drop_watches: watch::Sender<u64>,
     /// Request counters.
@@ -530,7 +532,12 @@ async fn resource(
             None => rt.plural.clone(),
         },
     });
-    if let Some(code) = app.fault_config().roll(is_write(&method)) {
+    let injected = app
+        .fault_dice
+        .lock()
+        .ok()
+        .and_then(|mut dice| app.fault_config().roll(&mut dice, is_write(&method)));
+    if let Some(code) = injected {
         return Err(match code {
             409 => ApiError::conflict(&rt.group, &rt.plural, path.name.as_deref().unwrap_or(""), "injected fault"),
             503 => ApiError::unavailable("injected fault: the server is currently unable to handle the request"),

@@ -140,6 +140,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     let app = Arc::new(App {
         store,
         faults: RwLock::new(config.faults.clone()),
+        fault_dice: std::sync::Mutex::new(faults::FaultDice::default()),
         drop_watches: tokio::sync::watch::channel(0).0,
         stats: http::Stats::default(),
         server_address: addr.to_string(),

@@ -390,7 +390,10 @@ impl Applier {
     }
 
     /// Applies every object in order at `revision`, writing only those that are new, changed in
-    /// Git, or drifted. Stops at the first failure.
+    /// Git, or drifted. An API error on one object does not stop the others: every object gets its
+    /// write in this pass, and the first error is returned after the last one was tried. Against a
+    /// flaky API server a sync of many objects then still makes progress each pass, rather than
+    /// applying the same first few objects again and again.
     pub async fn apply(
         &self,
         objects: &[RenderedObject],
@@ -398,6 +401,7 @@ impl Applier {
         revision: &str,
     ) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
+        let mut first_err: Option<ApplyError> = None;
         for rendered in objects {
             let source_file = format!("{}#L{}", rendered.source, rendered.line);
             let Some(mut entry) = entry_of(&rendered.object) else {
@@ -406,14 +410,22 @@ impl Applier {
                     missing: "apiVersion, kind or metadata.name",
                 });
             };
-            let Some((resource, namespaced)) = self
-                .resource(&entry.api_version, &entry.kind)
-                .await
-                .map_err(|source| ApplyError::Api {
-                    action: format!("{source_file}: discovering {}", entry.kind),
-                    source,
-                })?
-            else {
+            let found = match self.resource(&entry.api_version, &entry.kind).await {
+                Ok(found) => found,
+                Err(source) => {
+                    first_err.get_or_insert(ApplyError::Api {
+                        action: format!("{source_file}: discovering {}", entry.kind),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            let Some((resource, namespaced)) = found else {
+                // After an API error the kind may be one whose CRD failed to apply: that error
+                // is the one to report.
+                if first_err.is_some() {
+                    continue;
+                }
                 return Err(ApplyError::UnknownKind {
                     source_file,
                     api_version: entry.api_version,
@@ -438,43 +450,54 @@ impl Applier {
                 entry.name
             );
             let api = self.api(&resource, entry.namespace.as_deref());
-            let live = api
-                .get_opt(&entry.name)
-                .await
-                .map_err(|source| ApplyError::Api {
-                    action: format!("reading {what}"),
-                    source,
-                })?
-                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
+            let live = match api.get_opt(&entry.name).await {
+                Ok(live) => live.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)),
+                Err(source) => {
+                    first_err.get_or_insert(ApplyError::Api {
+                        action: format!("reading {what}"),
+                        source,
+                    });
+                    continue;
+                }
+            };
             let after = match plan_object(&object, live.as_ref(), owned, revision) {
                 ObjectAction::Unchanged => {
                     report.unchanged += 1;
                     live.unwrap_or(Value::Null)
                 }
                 ObjectAction::Create(desired) | ObjectAction::Configure(desired) => {
-                    if live.is_some() {
-                        report.configured += 1;
-                    } else {
-                        report.created += 1;
-                    }
-                    let applied = api
+                    let applied = match api
                         .patch(
                             &entry.name,
                             &PatchParams::apply(FIELD_MANAGER).force(),
                             &Patch::Apply(&desired),
                         )
                         .await
-                        .map_err(|source| ApplyError::Api {
-                            action: format!("applying {what}"),
-                            source,
-                        })?;
+                    {
+                        Ok(applied) => applied,
+                        Err(source) => {
+                            first_err.get_or_insert(ApplyError::Api {
+                                action: format!("applying {what}"),
+                                source,
+                            });
+                            continue;
+                        }
+                    };
+                    if live.is_some() {
+                        report.configured += 1;
+                    } else {
+                        report.created += 1;
+                    }
                     serde_json::to_value(applied).unwrap_or(Value::Null)
                 }
             };
             entry.health = Some(health(&after));
             report.inventory.push(entry);
         }
-        Ok(report)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Deletes the `stale` objects that still carry this GitSync's annotation (`namespace/name`);

@@ -138,6 +138,20 @@ impl Sources {
     }
 }
 
+/// The end of the range of commits to revert: the commit the sync applied the failing template at
+/// (the Rollout's `weir.io/template-commit`), else the GitSync's last applied revision. The
+/// annotation wins because a sync that failed partway applies some objects of a revision without
+/// moving `lastAppliedRevision`: a release can run, and fail, on a revision that is not "applied"
+/// yet, and the range up to the last applied one would hold none of its commits.
+pub fn declared_at(ro: &Rollout, last_applied: Option<&str>) -> String {
+    ro.annotations()
+        .get(crate::api::TEMPLATE_COMMIT_ANNOTATION)
+        .map(String::as_str)
+        .or(last_applied)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The commits to revert (newest first): all of `commits`, unless one of them also changed a file
 /// outside the Rollout's sources, in which case a revert would undo someone else's change.
 pub fn select(commits: &[CommitInfo], sources: &Sources) -> Result<Vec<String>, Blocked> {
@@ -321,11 +335,12 @@ impl RevertWriter<'_> {
             })
             .await;
         };
-        let to = gs
-            .status
-            .as_ref()
-            .and_then(|s| s.last_applied_revision.clone())
-            .unwrap_or_default();
+        let to = declared_at(
+            ro,
+            gs.status
+                .as_ref()
+                .and_then(|s| s.last_applied_revision.as_deref()),
+        );
         let tip = self
             .branch_tip(gs, &branch)
             .await
@@ -703,6 +718,21 @@ mod tests {
             None,
         ));
         s
+    }
+
+    #[test]
+    fn the_range_ends_where_the_failing_template_was_applied() {
+        let mut ro = rollout(aborted(reasons::ANALYSIS_RUN_FAILED));
+        // No annotation (applied before weir recorded it): the last applied revision.
+        assert_eq!(declared_at(&ro, Some("applied")), "applied");
+        assert_eq!(declared_at(&ro, None), "");
+        // A sync that failed after applying this Rollout left lastAppliedRevision behind.
+        ro.metadata.annotations.get_or_insert_default().insert(
+            crate::api::TEMPLATE_COMMIT_ANNOTATION.into(),
+            "declared".into(),
+        );
+        assert_eq!(declared_at(&ro, Some("older")), "declared");
+        assert_eq!(declared_at(&ro, None), "declared");
     }
 
     fn with_revert(

@@ -447,8 +447,9 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
             };
             match rs_api.create(&post, &rs).await {
                 Ok(_) => {}
-                // Created by a run that crashed before writing status; the next plan sizes it.
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                // Created by a run that crashed before writing status; the next plan sizes it. Only
+                // AlreadyExists says so: another 409 created nothing.
+                Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {}
                 Err(e) => return Err(api_err(format!("creating ReplicaSet for {hash}"))(e)),
             }
         }
@@ -493,7 +494,9 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
             };
             match api.create(&post, &run).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                // A run of this name is there (made before a crash). Any other 409 made no run, and
+                // the status must not say it is Pending: nothing would wake the Rollout again.
+                Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {}
                 Err(e) => return Err(api_err(format!("creating AnalysisRun {ns}/{name}"))(e)),
             }
         }
