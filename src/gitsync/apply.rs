@@ -9,7 +9,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
@@ -27,6 +30,10 @@ use super::render::{ANNOTATION_GITSYNC, RenderedObject};
 pub const FIELD_MANAGER: &str = "weir";
 /// Annotation holding a digest of what Git declared for the object at the last apply.
 pub const ANNOTATION_APPLIED_DIGEST: &str = "weir.io/applied-digest";
+/// Server-side applies in flight at once during a sync. Enough to keep the API server busy
+/// while each request waits on the network; few enough that one GitSync cannot flood it
+/// (client-go's default QPS budget is in the same range).
+pub const APPLY_CONCURRENCY: usize = 16;
 
 /// Why applying or pruning failed. Messages name the object and, for applies, its source file and
 /// line, because they are shown to users in the Ready condition.
@@ -334,6 +341,89 @@ pub fn rollout_owned<'a>(rollouts: impl IntoIterator<Item = &'a Rollout>) -> Rol
     owned
 }
 
+/// A kind and namespace with at least this many objects in a sync is read with one list; fewer
+/// are read with a GET each, so one object in a crowded namespace does not list all of it.
+const LIST_THRESHOLD: usize = 8;
+/// Objects per list page: bounds the memory of one response.
+const LIST_PAGE: u32 = 500;
+/// Lists and GETs in flight at once while reading the live objects.
+const READ_CONCURRENCY: usize = 4;
+
+/// The apply group of an object: CRDs, then Namespaces, then the rest (the render's order).
+fn phase(object: &Value) -> u8 {
+    let group = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map_or("", group_of);
+    match (group, object.get("kind").and_then(Value::as_str)) {
+        ("apiextensions.k8s.io", Some("CustomResourceDefinition")) => 0,
+        ("", Some("Namespace")) => 1,
+        _ => 2,
+    }
+}
+
+/// A live object's identity: the resource's URL path, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LiveKey {
+    resource: String,
+    namespace: Option<String>,
+    name: String,
+}
+
+/// The key the URL path of a resource is known by.
+trait UrlPathKey {
+    fn url_path_key(&self) -> String;
+}
+
+impl UrlPathKey for ApiResource {
+    fn url_path_key(&self) -> String {
+        format!("{}/{}", self.api_version, self.plural)
+    }
+}
+
+/// One object of a sync, ready to read and apply.
+struct Target<'o> {
+    rendered: &'o RenderedObject,
+    source_file: String,
+    entry: InventoryEntry,
+    resource: ApiResource,
+}
+
+impl Target<'_> {
+    fn live_key(&self) -> LiveKey {
+        LiveKey {
+            resource: self.resource.url_path_key(),
+            namespace: self.entry.namespace.clone(),
+            name: self.entry.name.clone(),
+        }
+    }
+
+    /// An API error, naming what was being done to which object and where it came from.
+    fn api_error(&self, doing: &str, source: kube::Error) -> ApplyError {
+        ApplyError::Api {
+            action: format!(
+                "{doing} {}: {} {}{}",
+                self.source_file,
+                self.entry.kind,
+                self.entry
+                    .namespace
+                    .as_deref()
+                    .map(|ns| format!("{ns}/"))
+                    .unwrap_or_default(),
+                self.entry.name
+            ),
+            source,
+        }
+    }
+}
+
+/// What happened to one object, with its health now.
+enum Applied {
+    Created(ObjectHealth),
+    Configured(ObjectHealth),
+    Unchanged(ObjectHealth),
+}
+
 /// Applies and prunes through the API, with a cache of which resource serves each kind.
 pub struct Applier {
     client: Client,
@@ -389,8 +479,12 @@ impl Applier {
         }
     }
 
-    /// Applies every object in order at `revision`, writing only those that are new, changed in
-    /// Git, or drifted. Stops at the first failure.
+    /// Applies every object at `revision`, writing only those that are new, changed in Git, or
+    /// drifted. CustomResourceDefinitions go first, then Namespaces, then everything else, each
+    /// group finished before the next starts (a custom resource needs its CRD served, a namespaced
+    /// object its Namespace). Within a group the live objects are read with one list per kind and
+    /// namespace (a GET each when only a few are wanted), and up to [`APPLY_CONCURRENCY`] applies
+    /// are in flight. The first failure (in apply order) stops the sync.
     pub async fn apply(
         &self,
         objects: &[RenderedObject],
@@ -398,7 +492,63 @@ impl Applier {
         revision: &str,
     ) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
-        for rendered in objects {
+        let mut start = 0;
+        while start < objects.len() {
+            let rank = phase(&objects[start].object);
+            let len = objects[start..]
+                .iter()
+                .take_while(|o| phase(&o.object) == rank)
+                .count();
+            let group = &objects[start..start + len];
+            start += len;
+            let targets = self.targets(group).await?;
+            let live = self.read_live(&targets).await?;
+            // Boxed one by one: a stream of unboxed borrowing futures trips the compiler's
+            // `Send` check on the controller's future (higher-ranked lifetimes).
+            let writes: Vec<BoxFuture<'_, (usize, Result<Applied, ApplyError>)>> = targets
+                .iter()
+                .enumerate()
+                .map(|(i, target)| {
+                    let live = live.get(&target.live_key());
+                    async move { (i, self.apply_one(target, live, owned, revision).await) }.boxed()
+                })
+                .collect();
+            let mut results: Vec<(usize, Result<Applied, ApplyError>)> =
+                futures::stream::iter(writes)
+                    .buffer_unordered(APPLY_CONCURRENCY)
+                    .collect()
+                    .await;
+            results.sort_by_key(|(i, _)| *i);
+            for ((_, result), target) in results.into_iter().zip(targets) {
+                let health = match result? {
+                    Applied::Created(h) => {
+                        report.created += 1;
+                        h
+                    }
+                    Applied::Configured(h) => {
+                        report.configured += 1;
+                        h
+                    }
+                    Applied::Unchanged(h) => {
+                        report.unchanged += 1;
+                        h
+                    }
+                };
+                let mut entry = target.entry;
+                entry.health = Some(health);
+                report.inventory.push(entry);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Each object of `group` with the resource that serves it, in order.
+    async fn targets<'o>(
+        &self,
+        group: &'o [RenderedObject],
+    ) -> Result<Vec<Target<'o>>, ApplyError> {
+        let mut targets = Vec::with_capacity(group.len());
+        for rendered in group {
             let source_file = format!("{}#L{}", rendered.source, rendered.line);
             let Some(mut entry) = entry_of(&rendered.object) else {
                 return Err(ApplyError::Malformed {
@@ -420,61 +570,158 @@ impl Applier {
                     kind: entry.kind,
                 });
             };
-            let mut object = rendered.object.clone();
             if !namespaced {
                 entry.namespace = None;
-                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("namespace");
-                }
             }
-            let what = format!(
-                "{source_file}: {} {}{}",
-                entry.kind,
-                entry
-                    .namespace
-                    .as_deref()
-                    .map(|ns| format!("{ns}/"))
-                    .unwrap_or_default(),
-                entry.name
-            );
-            let api = self.api(&resource, entry.namespace.as_deref());
-            let live = api
-                .get_opt(&entry.name)
-                .await
-                .map_err(|source| ApplyError::Api {
-                    action: format!("reading {what}"),
-                    source,
-                })?
-                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
-            let after = match plan_object(&object, live.as_ref(), owned, revision) {
-                ObjectAction::Unchanged => {
-                    report.unchanged += 1;
-                    live.unwrap_or(Value::Null)
-                }
-                ObjectAction::Create(desired) | ObjectAction::Configure(desired) => {
-                    if live.is_some() {
-                        report.configured += 1;
-                    } else {
-                        report.created += 1;
-                    }
-                    let applied = api
-                        .patch(
-                            &entry.name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
-                        )
-                        .await
-                        .map_err(|source| ApplyError::Api {
-                            action: format!("applying {what}"),
-                            source,
-                        })?;
-                    serde_json::to_value(applied).unwrap_or(Value::Null)
-                }
-            };
-            entry.health = Some(health(&after));
-            report.inventory.push(entry);
+            targets.push(Target {
+                rendered,
+                source_file,
+                entry,
+                resource,
+            });
         }
-        Ok(report)
+        Ok(targets)
+    }
+
+    /// The live objects of `targets` by (resource, namespace, name); missing ones are absent.
+    async fn read_live(
+        &self,
+        targets: &[Target<'_>],
+    ) -> Result<HashMap<LiveKey, Value>, ApplyError> {
+        let mut wanted: HashMap<(String, Option<String>), Vec<&Target<'_>>> = HashMap::new();
+        for t in targets {
+            wanted
+                .entry((t.resource.url_path_key(), t.entry.namespace.clone()))
+                .or_default()
+                .push(t);
+        }
+        type Found = Result<Vec<(LiveKey, Value)>, ApplyError>;
+        let reads = wanted.into_values().map(|group| -> BoxFuture<'_, Found> {
+            async move {
+                let first = group[0];
+                if group.len() < LIST_THRESHOLD {
+                    let mut found = Vec::new();
+                    for t in group {
+                        let url =
+                            DynamicObject::url_path(&t.resource, t.entry.namespace.as_deref());
+                        let request = kube::core::Request::new(url)
+                            .get(&t.entry.name, &GetParams::default())
+                            .map_err(|e| t.api_error("reading", kube::Error::BuildRequest(e)))?;
+                        match self.client.request::<Value>(request).await {
+                            Ok(obj) => found.push((t.live_key(), obj)),
+                            Err(kube::Error::Api(s)) if s.code == 404 => {}
+                            Err(e) => return Err(t.api_error("reading", e)),
+                        }
+                    }
+                    return Ok(found);
+                }
+                let url =
+                    DynamicObject::url_path(&first.resource, first.entry.namespace.as_deref());
+                let listed = self
+                    .list_all(&url)
+                    .await
+                    .map_err(|source| ApplyError::Api {
+                        action: format!(
+                            "listing {} in {}",
+                            first.resource.plural,
+                            first.entry.namespace.as_deref().unwrap_or("the cluster")
+                        ),
+                        source,
+                    })?;
+                let key = |o: &Value| LiveKey {
+                    resource: first.resource.url_path_key(),
+                    namespace: first.entry.namespace.clone(),
+                    name: o
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                };
+                Ok(listed.into_iter().map(|o| (key(&o), o)).collect())
+            }
+            .boxed()
+        });
+        let reads: Vec<BoxFuture<'_, Found>> = reads.collect();
+        let mut live = HashMap::new();
+        let mut reads = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+        while let Some(found) = reads.next().await {
+            live.extend(found?);
+        }
+        Ok(live)
+    }
+
+    /// Every object at `url`, a page at a time.
+    async fn list_all(&self, url: &str) -> Result<Vec<Value>, kube::Error> {
+        let mut items = Vec::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let request = kube::core::Request::new(url)
+                .list(&params)
+                .map_err(kube::Error::BuildRequest)?;
+            let mut page: Value = self.client.request(request).await?;
+            if let Some(Value::Array(page_items)) = page.get_mut("items").map(Value::take) {
+                items.extend(page_items);
+            }
+            match page
+                .pointer("/metadata/continue")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+            {
+                Some(token) => params = params.continue_token(token),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// Plans and, when needed, applies one object.
+    async fn apply_one(
+        &self,
+        target: &Target<'_>,
+        live: Option<&Value>,
+        owned: &RolloutOwned,
+        revision: &str,
+    ) -> Result<Applied, ApplyError> {
+        let action = if target.entry.namespace.is_none()
+            && target
+                .rendered
+                .object
+                .pointer("/metadata/namespace")
+                .is_some()
+        {
+            let mut object = target.rendered.object.clone();
+            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("namespace");
+            }
+            plan_object(&object, live, owned, revision)
+        } else {
+            plan_object(&target.rendered.object, live, owned, revision)
+        };
+        let desired = match action {
+            ObjectAction::Unchanged => {
+                return Ok(Applied::Unchanged(
+                    live.map_or(ObjectHealth::Healthy, health),
+                ));
+            }
+            ObjectAction::Create(desired) | ObjectAction::Configure(desired) => desired,
+        };
+        let url = DynamicObject::url_path(&target.resource, target.entry.namespace.as_deref());
+        let request = kube::core::Request::new(url)
+            .patch(
+                &target.entry.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .map_err(|e| target.api_error("applying", kube::Error::BuildRequest(e)))?;
+        let applied: Value = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| target.api_error("applying", e))?;
+        Ok(if live.is_some() {
+            Applied::Configured(health(&applied))
+        } else {
+            Applied::Created(health(&applied))
+        })
     }
 
     /// Deletes the `stale` objects that still carry this GitSync's annotation (`namespace/name`);

@@ -91,7 +91,8 @@ struct Context {
     last_sync: Mutex<HashMap<String, (Timestamp, Option<i64>)>>,
     /// Consecutive failed reconciles per GitSync, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
-    rendered: Mutex<HashMap<String, (String, Vec<RenderedObject>)>>,
+    /// The last render per GitSync, shared rather than copied: a sync only reads it.
+    rendered: Mutex<HashMap<String, (String, Arc<Vec<RenderedObject>>)>>,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
@@ -606,7 +607,7 @@ async fn rendered(
     gs: &GitSync,
     key: &str,
     revision: &str,
-) -> Result<Vec<RenderedObject>, String> {
+) -> Result<Arc<Vec<RenderedObject>>, String> {
     let path = gs.spec.path.clone().unwrap_or_default();
     let cache_key = format!(
         "{revision}\n{path}\n{}",
@@ -619,7 +620,7 @@ async fn rendered(
         .get(key)
         && *k == cache_key
     {
-        return Ok(objects.clone());
+        return Ok(Arc::clone(objects));
     }
     let scratch = ctx.settings.cache_dir.join("checkouts").join(format!(
         "{}-{}",
@@ -641,11 +642,11 @@ async fn rendered(
     }
     .await;
     let _ = tokio::fs::remove_dir_all(&scratch).await;
-    let objects = result?;
+    let objects = Arc::new(result?);
     ctx.rendered
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(key.to_string(), (cache_key, objects.clone()));
+        .insert(key.to_string(), (cache_key, Arc::clone(&objects)));
     Ok(objects)
 }
 
