@@ -474,18 +474,20 @@ async fn run(scale: &Scale) -> Vec<Sample> {
         // Baseline 1: kubectl.
         {
             let c = cluster("bench-kubectl").await;
+            let base = versions(&c).len();
             s.kubectl = kubectl_apply(&c, &fx.work.join("apps")).await;
-            let n = versions(&c).len();
+            let n = versions(&c).len() - base;
             assert_eq!(n, scale.objects(), "kubectl applied every object");
             c.emulator.shutdown();
         }
         // Baseline 2: the API floor.
         {
             let c = cluster("bench-floor").await;
+            let base = versions(&c).len();
             let phases = floor_bodies(&fx.work, &tip).await;
             s.floor = floor_apply(&c, &phases).await;
             assert_eq!(
-                versions(&c).len(),
+                versions(&c).len() - base,
                 scale.objects(),
                 "floor applied every object"
             );
@@ -504,6 +506,7 @@ async fn run(scale: &Scale) -> Vec<Sample> {
 
 async fn weir_run(scale: &Scale, fx: &Fixture, url: &str, run: usize, tip: &str, s: &mut Sample) {
     let c = cluster("bench-weir").await;
+    let base = versions(&c).len();
     let client = c.client();
     let cache = TempDir::new("bench-weir-cache");
     let settings = Settings {
@@ -554,7 +557,7 @@ async fn weir_run(scale: &Scale, fx: &Fixture, url: &str, run: usize, tip: &str,
     s.initial_writes = counts(&st["writesByManager"]);
     s.initial_requests = counts(&st["requests"]);
     assert_eq!(
-        versions(&c).len(),
+        versions(&c).len() - base,
         scale.objects(),
         "weir applied every object"
     );
@@ -564,7 +567,10 @@ async fn weir_run(scale: &Scale, fx: &Fixture, url: &str, run: usize, tip: &str,
         async move {
             api.patch(
                 GITSYNC,
-                &PatchParams::default(),
+                &PatchParams {
+                    field_manager: Some("bench".into()),
+                    ..Default::default()
+                },
                 &Patch::Merge(
                     json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: value}}}),
                 ),

@@ -223,9 +223,38 @@ pub fn plan_object(
     let desired = desired(rendered, live, owned, revision);
     match live {
         None => ObjectAction::Create(desired),
-        Some(live) if is_subset(&desired, live) => ObjectAction::Unchanged,
+        Some(live) if is_subset(&as_stored(&desired), live) => ObjectAction::Unchanged,
         Some(_) => ObjectAction::Configure(desired),
     }
+}
+
+/// `desired` as the API server stores it, for comparing with the live object: a Secret's
+/// write-only `stringData` is folded into `data` (base64), so a Secret declared with
+/// `stringData` is not drift on every resync.
+fn as_stored(desired: &Value) -> std::borrow::Cow<'_, Value> {
+    let is_secret = desired.get("kind").and_then(Value::as_str) == Some("Secret")
+        && desired.get("apiVersion").and_then(Value::as_str) == Some("v1");
+    let Some(Value::Object(plain)) = desired.get("stringData").filter(|_| is_secret) else {
+        return std::borrow::Cow::Borrowed(desired);
+    };
+    let mut stored = desired.clone();
+    let mut data = stored
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (key, value) in plain {
+        let text = value.as_str().unwrap_or_default();
+        data.insert(
+            key.clone(),
+            Value::String(super::git::base64(text.as_bytes())),
+        );
+    }
+    if let Some(map) = stored.as_object_mut() {
+        map.remove("stringData");
+        map.insert("data".into(), Value::Object(data));
+    }
+    std::borrow::Cow::Owned(stored)
 }
 
 /// The objects of `previous` that `current` no longer has, in deletion order: everything else
@@ -866,6 +895,30 @@ mod tests {
                 "{what}: {action:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_declared_with_string_data_is_not_drift() {
+        let owned = RolloutOwned::default();
+        let secret = |token: &str| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "apps"},
+                "stringData": {"token": token}})
+        };
+        let ObjectAction::Create(created) = plan_object(&secret("abc"), None, &owned, "c1") else {
+            panic!("a missing Secret is created");
+        };
+        // The API server folds stringData into data and never returns stringData.
+        let mut live = served(&created);
+        live.as_object_mut().unwrap().remove("stringData");
+        live["data"] = json!({"token": "YWJj"});
+        assert_eq!(
+            plan_object(&secret("abc"), Some(&live), &owned, "c2"),
+            ObjectAction::Unchanged
+        );
+        assert!(matches!(
+            plan_object(&secret("abd"), Some(&live), &owned, "c2"),
+            ObjectAction::Configure(_)
+        ));
     }
 
     fn rollout(image: &str) -> Value {

@@ -326,10 +326,25 @@ impl RevertWriter<'_> {
             .as_ref()
             .and_then(|s| s.last_applied_revision.clone())
             .unwrap_or_default();
-        let tip = self
-            .branch_tip(gs, &branch)
-            .await
-            .map_err(RevertError::Git)?;
+        // When the mirror's branch is exactly what was applied (the usual case: the sync fetched
+        // it), build on it without asking the remote: if the remote has moved since, the push is
+        // refused as non-fast-forward and the loop in `push` fetches and rebases. A push branch
+        // other than the synced one, or a mirror that moved on, is fetched first.
+        let synced = matches!(
+            GitRefSpec::from_spec(gs.spec.git_ref.as_ref()),
+            GitRefSpec::Branch(ref b) if *b == branch
+        );
+        let local = match synced {
+            true => self.git.fetched_tip(self.key, &branch).await.ok().flatten(),
+            false => None,
+        };
+        let tip = match local.filter(|t| *t == to) {
+            Some(tip) => tip,
+            None => self
+                .branch_tip(gs, &branch)
+                .await
+                .map_err(RevertError::Git)?,
+        };
         let commits = self
             .git
             .commits_touching(self.key, &from, &to, &sources.paths())
