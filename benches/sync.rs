@@ -155,7 +155,7 @@ fn app_file(ns: &str, app: usize, revision: &str) -> String {
     docs.push(format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
     ));
-    if app % 2 == 0 {
+    if app.is_multiple_of(2) {
         docs.push(format!(
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: {name}\n  namespace: {ns}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list, watch]\n"
         ));

@@ -80,6 +80,10 @@ pub enum ControllerError {
     Revert(#[source] revert::RevertError),
 }
 
+/// The last render of a GitSync: its cache key (revision, path, target namespace) and the
+/// objects, shared rather than copied, since a sync only reads them.
+type RenderCacheEntry = (String, Arc<Vec<RenderedObject>>);
+
 /// Shared state of the controller. What is kept here only saves work (the last sync time, the last
 /// render); losing it on a restart costs one extra sync, never a wrong one.
 struct Context {
@@ -91,8 +95,7 @@ struct Context {
     last_sync: Mutex<HashMap<String, (Timestamp, Option<i64>)>>,
     /// Consecutive failed reconciles per GitSync, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// The last render per GitSync, shared rather than copied: a sync only reads it.
-    rendered: Mutex<HashMap<String, (String, Arc<Vec<RenderedObject>>)>>,
+    rendered: Mutex<HashMap<String, RenderCacheEntry>>,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
 

@@ -334,9 +334,10 @@ impl RevertWriter<'_> {
             GitRefSpec::from_spec(gs.spec.git_ref.as_ref()),
             GitRefSpec::Branch(ref b) if *b == branch
         );
-        let local = match synced {
-            true => self.git.fetched_tip(self.key, &branch).await.ok().flatten(),
-            false => None,
+        let local = if synced {
+            self.git.fetched_tip(self.key, &branch).await.ok().flatten()
+        } else {
+            None
         };
         let tip = match local.filter(|t| *t == to) {
             Some(tip) => tip,
