@@ -6,10 +6,13 @@
 //! annotation covers what Git declared last time, so a field removed from Git changes the digest and
 //! is applied (server-side apply then drops it), while fields other managers own never count as drift.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, GetParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
@@ -27,6 +30,10 @@ use super::render::{ANNOTATION_GITSYNC, RenderedObject};
 pub const FIELD_MANAGER: &str = "weir";
 /// Annotation holding a digest of what Git declared for the object at the last apply.
 pub const ANNOTATION_APPLIED_DIGEST: &str = "weir.io/applied-digest";
+/// Server-side applies in flight at once during a sync. Enough to keep the API server busy
+/// while each request waits on the network; few enough that one GitSync cannot flood it
+/// (client-go's default QPS budget is in the same range).
+pub const APPLY_CONCURRENCY: usize = 16;
 
 /// Why applying or pruning failed. Messages name the object and, for applies, its source file and
 /// line, because they are shown to users in the Ready condition.
@@ -216,9 +223,38 @@ pub fn plan_object(
     let desired = desired(rendered, live, owned, revision);
     match live {
         None => ObjectAction::Create(desired),
-        Some(live) if is_subset(&desired, live) => ObjectAction::Unchanged,
+        Some(live) if is_subset(&as_stored(&desired), live) => ObjectAction::Unchanged,
         Some(_) => ObjectAction::Configure(desired),
     }
+}
+
+/// `desired` as the API server stores it, for comparing with the live object: a Secret's
+/// write-only `stringData` is folded into `data` (base64), so a Secret declared with
+/// `stringData` is not drift on every resync.
+fn as_stored(desired: &Value) -> std::borrow::Cow<'_, Value> {
+    let is_secret = desired.get("kind").and_then(Value::as_str) == Some("Secret")
+        && desired.get("apiVersion").and_then(Value::as_str) == Some("v1");
+    let Some(Value::Object(plain)) = desired.get("stringData").filter(|_| is_secret) else {
+        return std::borrow::Cow::Borrowed(desired);
+    };
+    let mut stored = desired.clone();
+    let mut data = stored
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (key, value) in plain {
+        let text = value.as_str().unwrap_or_default();
+        data.insert(
+            key.clone(),
+            Value::String(super::git::base64(text.as_bytes())),
+        );
+    }
+    if let Some(map) = stored.as_object_mut() {
+        map.remove("stringData");
+        map.insert("data".into(), Value::Object(data));
+    }
+    std::borrow::Cow::Owned(stored)
 }
 
 /// The objects of `previous` that `current` no longer has, in deletion order: everything else
@@ -334,6 +370,96 @@ pub fn rollout_owned<'a>(rollouts: impl IntoIterator<Item = &'a Rollout>) -> Rol
     owned
 }
 
+/// A kind and namespace with at least this many objects in a sync is read with one list; fewer
+/// are read with a GET each, so one object in a crowded namespace does not list all of it.
+const LIST_THRESHOLD: usize = 8;
+/// Objects per list page: bounds the memory of one response.
+const LIST_PAGE: u32 = 500;
+/// Lists and GETs in flight at once while reading the live objects.
+const READ_CONCURRENCY: usize = 4;
+
+/// The apply group of an object: CRDs, then Namespaces, then the rest (the render's order).
+fn phase(object: &Value) -> u8 {
+    let group = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map_or("", group_of);
+    match (group, object.get("kind").and_then(Value::as_str)) {
+        ("apiextensions.k8s.io", Some("CustomResourceDefinition")) => 0,
+        ("", Some("Namespace")) => 1,
+        _ => 2,
+    }
+}
+
+/// A live object's identity: the resource's URL path, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LiveKey {
+    resource: String,
+    namespace: Option<String>,
+    name: String,
+}
+
+/// The key the URL path of a resource is known by.
+trait UrlPathKey {
+    fn url_path_key(&self) -> String;
+}
+
+impl UrlPathKey for ApiResource {
+    fn url_path_key(&self) -> String {
+        format!("{}/{}", self.api_version, self.plural)
+    }
+}
+
+/// One object of a sync, ready to read and apply.
+struct Target<'o> {
+    rendered: &'o RenderedObject,
+    source_file: String,
+    entry: InventoryEntry,
+    resource: ApiResource,
+}
+
+/// Objects read together: one resource in one namespace (or cluster-wide).
+type ReadGroup = (String, Option<String>);
+
+impl Target<'_> {
+    fn read_group(&self) -> ReadGroup {
+        (self.resource.url_path_key(), self.entry.namespace.clone())
+    }
+
+    fn live_key(&self) -> LiveKey {
+        LiveKey {
+            resource: self.resource.url_path_key(),
+            namespace: self.entry.namespace.clone(),
+            name: self.entry.name.clone(),
+        }
+    }
+
+    /// An API error, naming what was being done to which object and where it came from.
+    fn api_error(&self, doing: &str, source: kube::Error) -> ApplyError {
+        ApplyError::Api {
+            action: format!(
+                "{doing} {}: {} {}{}",
+                self.source_file,
+                self.entry.kind,
+                self.entry
+                    .namespace
+                    .as_deref()
+                    .map(|ns| format!("{ns}/"))
+                    .unwrap_or_default(),
+                self.entry.name
+            ),
+            source,
+        }
+    }
+}
+
+/// What happened to one object, with its health now.
+enum Applied {
+    Created(ObjectHealth),
+    Configured(ObjectHealth),
+    Unchanged(ObjectHealth),
+}
+
 /// Applies and prunes through the API, with a cache of which resource serves each kind.
 pub struct Applier {
     client: Client,
@@ -389,11 +515,15 @@ impl Applier {
         }
     }
 
-    /// Applies every object in order at `revision`, writing only those that are new, changed in
-    /// Git, or drifted. An API error on one object does not stop the others: every object gets its
-    /// write in this pass, and the first error is returned after the last one was tried. Against a
-    /// flaky API server a sync of many objects then still makes progress each pass, rather than
-    /// applying the same first few objects again and again.
+    /// Applies every object at `revision`, writing only those that are new, changed in Git, or
+    /// drifted. CustomResourceDefinitions go first, then Namespaces, then everything else, each
+    /// group finished before the next starts (a custom resource needs its CRD served, a namespaced
+    /// object its Namespace). Within a group the live objects are read with one list per kind and
+    /// namespace (a GET each when only a few are wanted), and up to [`APPLY_CONCURRENCY`] applies
+    /// are in flight. An API error on one object (or on the read of one kind) does not stop the
+    /// others: every other object gets its write in this pass, and the first error is returned after
+    /// the last one was tried. Against a flaky API server a sync of many objects then still makes
+    /// progress each pass, rather than applying the same first few objects again and again.
     pub async fn apply(
         &self,
         objects: &[RenderedObject],
@@ -402,7 +532,79 @@ impl Applier {
     ) -> Result<ApplyReport, ApplyError> {
         let mut report = ApplyReport::default();
         let mut first_err: Option<ApplyError> = None;
-        for rendered in objects {
+        let mut start = 0;
+        while start < objects.len() {
+            let rank = phase(&objects[start].object);
+            let len = objects[start..]
+                .iter()
+                .take_while(|o| phase(&o.object) == rank)
+                .count();
+            let group = &objects[start..start + len];
+            start += len;
+            let targets = self.targets(group, &mut first_err).await?;
+            let (live, unread) = self.read_live(&targets, &mut first_err).await;
+            let targets: Vec<Target<'_>> = targets
+                .into_iter()
+                .filter(|t| !unread.contains(&t.read_group()))
+                .collect();
+            // Boxed one by one: a stream of unboxed borrowing futures trips the compiler's
+            // `Send` check on the controller's future (higher-ranked lifetimes).
+            let writes: Vec<BoxFuture<'_, (usize, Result<Applied, ApplyError>)>> = targets
+                .iter()
+                .enumerate()
+                .map(|(i, target)| {
+                    let live = live.get(&target.live_key());
+                    async move { (i, self.apply_one(target, live, owned, revision).await) }.boxed()
+                })
+                .collect();
+            let mut results: Vec<(usize, Result<Applied, ApplyError>)> =
+                futures::stream::iter(writes)
+                    .buffer_unordered(APPLY_CONCURRENCY)
+                    .collect()
+                    .await;
+            results.sort_by_key(|(i, _)| *i);
+            for ((_, result), target) in results.into_iter().zip(targets) {
+                let applied = match result {
+                    Ok(applied) => applied,
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        continue;
+                    }
+                };
+                let health = match applied {
+                    Applied::Created(h) => {
+                        report.created += 1;
+                        h
+                    }
+                    Applied::Configured(h) => {
+                        report.configured += 1;
+                        h
+                    }
+                    Applied::Unchanged(h) => {
+                        report.unchanged += 1;
+                        h
+                    }
+                };
+                let mut entry = target.entry;
+                entry.health = Some(health);
+                report.inventory.push(entry);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Each object of `group` with the resource that serves it, in order. An object whose kind
+    /// could not be looked up is left out, its error kept in `first_err`.
+    async fn targets<'o>(
+        &self,
+        group: &'o [RenderedObject],
+        first_err: &mut Option<ApplyError>,
+    ) -> Result<Vec<Target<'o>>, ApplyError> {
+        let mut targets = Vec::with_capacity(group.len());
+        for rendered in group {
             let source_file = format!("{}#L{}", rendered.source, rendered.line);
             let Some(mut entry) = entry_of(&rendered.object) else {
                 return Err(ApplyError::Malformed {
@@ -432,72 +634,167 @@ impl Applier {
                     kind: entry.kind,
                 });
             };
-            let mut object = rendered.object.clone();
             if !namespaced {
                 entry.namespace = None;
-                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("namespace");
+            }
+            targets.push(Target {
+                rendered,
+                source_file,
+                entry,
+                resource,
+            });
+        }
+        Ok(targets)
+    }
+
+    /// The live objects of `targets` by (resource, namespace, name); missing ones are absent. Also
+    /// the read groups that could not be read (their first error kept in `first_err`): what is live
+    /// there is unknown, so their objects are not applied in this pass.
+    async fn read_live(
+        &self,
+        targets: &[Target<'_>],
+        first_err: &mut Option<ApplyError>,
+    ) -> (HashMap<LiveKey, Value>, HashSet<ReadGroup>) {
+        let mut wanted: HashMap<ReadGroup, Vec<&Target<'_>>> = HashMap::new();
+        for t in targets {
+            wanted.entry(t.read_group()).or_default().push(t);
+        }
+        type Found = (ReadGroup, Result<Vec<(LiveKey, Value)>, ApplyError>);
+        let reads = wanted
+            .into_iter()
+            .map(|(key, group)| -> BoxFuture<'_, Found> {
+                async move { (key, self.read_group(&group).await) }.boxed()
+            });
+        let reads: Vec<BoxFuture<'_, Found>> = reads.collect();
+        let mut live = HashMap::new();
+        let mut unread = HashSet::new();
+        let mut reads = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+        while let Some((key, found)) = reads.next().await {
+            match found {
+                Ok(found) => live.extend(found),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    unread.insert(key);
                 }
             }
-            let what = format!(
-                "{source_file}: {} {}{}",
-                entry.kind,
-                entry
-                    .namespace
-                    .as_deref()
-                    .map(|ns| format!("{ns}/"))
-                    .unwrap_or_default(),
-                entry.name
-            );
-            let api = self.api(&resource, entry.namespace.as_deref());
-            let live = match api.get_opt(&entry.name).await {
-                Ok(live) => live.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)),
-                Err(source) => {
-                    first_err.get_or_insert(ApplyError::Api {
-                        action: format!("reading {what}"),
-                        source,
-                    });
-                    continue;
-                }
-            };
-            let after = match plan_object(&object, live.as_ref(), owned, revision) {
-                ObjectAction::Unchanged => {
-                    report.unchanged += 1;
-                    live.unwrap_or(Value::Null)
-                }
-                ObjectAction::Create(desired) | ObjectAction::Configure(desired) => {
-                    let applied = match api
-                        .patch(
-                            &entry.name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
-                        )
-                        .await
-                    {
-                        Ok(applied) => applied,
-                        Err(source) => {
-                            first_err.get_or_insert(ApplyError::Api {
-                                action: format!("applying {what}"),
-                                source,
-                            });
-                            continue;
-                        }
-                    };
-                    if live.is_some() {
-                        report.configured += 1;
-                    } else {
-                        report.created += 1;
-                    }
-                    serde_json::to_value(applied).unwrap_or(Value::Null)
-                }
-            };
-            entry.health = Some(health(&after));
-            report.inventory.push(entry);
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(report),
+        (live, unread)
+    }
+
+    /// The live objects of one read group (same resource and namespace).
+    async fn read_group(&self, group: &[&Target<'_>]) -> Result<Vec<(LiveKey, Value)>, ApplyError> {
+        let first = group[0];
+        if group.len() < LIST_THRESHOLD {
+            let mut found = Vec::new();
+            for t in group {
+                let url = DynamicObject::url_path(&t.resource, t.entry.namespace.as_deref());
+                let request = kube::core::Request::new(url)
+                    .get(&t.entry.name, &GetParams::default())
+                    .map_err(|e| t.api_error("reading", kube::Error::BuildRequest(e)))?;
+                match self.client.request::<Value>(request).await {
+                    Ok(obj) => found.push((t.live_key(), obj)),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(t.api_error("reading", e)),
+                }
+            }
+            return Ok(found);
         }
+        let url = DynamicObject::url_path(&first.resource, first.entry.namespace.as_deref());
+        let listed = self
+            .list_all(&url)
+            .await
+            .map_err(|source| ApplyError::Api {
+                action: format!(
+                    "listing {} in {}",
+                    first.resource.plural,
+                    first.entry.namespace.as_deref().unwrap_or("the cluster")
+                ),
+                source,
+            })?;
+        let key = |o: &Value| LiveKey {
+            resource: first.resource.url_path_key(),
+            namespace: first.entry.namespace.clone(),
+            name: o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        };
+        Ok(listed.into_iter().map(|o| (key(&o), o)).collect())
+    }
+
+    /// Every object at `url`, a page at a time.
+    async fn list_all(&self, url: &str) -> Result<Vec<Value>, kube::Error> {
+        let mut items = Vec::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let request = kube::core::Request::new(url)
+                .list(&params)
+                .map_err(kube::Error::BuildRequest)?;
+            let mut page: Value = self.client.request(request).await?;
+            if let Some(Value::Array(page_items)) = page.get_mut("items").map(Value::take) {
+                items.extend(page_items);
+            }
+            match page
+                .pointer("/metadata/continue")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+            {
+                Some(token) => params = params.continue_token(token),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// Plans and, when needed, applies one object.
+    async fn apply_one(
+        &self,
+        target: &Target<'_>,
+        live: Option<&Value>,
+        owned: &RolloutOwned,
+        revision: &str,
+    ) -> Result<Applied, ApplyError> {
+        let action = if target.entry.namespace.is_none()
+            && target
+                .rendered
+                .object
+                .pointer("/metadata/namespace")
+                .is_some()
+        {
+            let mut object = target.rendered.object.clone();
+            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("namespace");
+            }
+            plan_object(&object, live, owned, revision)
+        } else {
+            plan_object(&target.rendered.object, live, owned, revision)
+        };
+        let desired = match action {
+            ObjectAction::Unchanged => {
+                return Ok(Applied::Unchanged(
+                    live.map_or(ObjectHealth::Healthy, health),
+                ));
+            }
+            ObjectAction::Create(desired) | ObjectAction::Configure(desired) => desired,
+        };
+        let url = DynamicObject::url_path(&target.resource, target.entry.namespace.as_deref());
+        let request = kube::core::Request::new(url)
+            .patch(
+                &target.entry.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .map_err(|e| target.api_error("applying", kube::Error::BuildRequest(e)))?;
+        let applied: Value = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| target.api_error("applying", e))?;
+        Ok(if live.is_some() {
+            Applied::Configured(health(&applied))
+        } else {
+            Applied::Created(health(&applied))
+        })
     }
 
     /// Deletes the `stale` objects that still carry this GitSync's annotation (`namespace/name`);
@@ -642,6 +939,30 @@ mod tests {
                 "{what}: {action:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_declared_with_string_data_is_not_drift() {
+        let owned = RolloutOwned::default();
+        let secret = |token: &str| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "apps"},
+                "stringData": {"token": token}})
+        };
+        let ObjectAction::Create(created) = plan_object(&secret("abc"), None, &owned, "c1") else {
+            panic!("a missing Secret is created");
+        };
+        // The API server folds stringData into data and never returns stringData.
+        let mut live = served(&created);
+        live.as_object_mut().unwrap().remove("stringData");
+        live["data"] = json!({"token": "YWJj"});
+        assert_eq!(
+            plan_object(&secret("abc"), Some(&live), &owned, "c2"),
+            ObjectAction::Unchanged
+        );
+        assert!(matches!(
+            plan_object(&secret("abd"), Some(&live), &owned, "c2"),
+            ObjectAction::Configure(_)
+        ));
     }
 
     fn rollout(image: &str) -> Value {

@@ -82,6 +82,10 @@ pub enum ControllerError {
     Revert(#[source] revert::RevertError),
 }
 
+/// The last render of a GitSync: its cache key (revision, path, target namespace) and the
+/// objects, shared rather than copied, since a sync only reads them.
+type RenderCacheEntry = (String, Arc<Vec<RenderedObject>>);
+
 /// Shared state of the controller. What is kept here only saves work (the last sync time, the last
 /// render); losing it on a restart costs one extra sync, never a wrong one.
 struct Context {
@@ -93,7 +97,7 @@ struct Context {
     last_sync: Mutex<HashMap<String, (Timestamp, Option<i64>)>>,
     /// Consecutive failed reconciles per GitSync, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
-    rendered: Mutex<HashMap<String, (String, Vec<RenderedObject>)>>,
+    rendered: Mutex<HashMap<String, RenderCacheEntry>>,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
@@ -616,7 +620,7 @@ async fn rendered(
     gs: &GitSync,
     key: &str,
     revision: &str,
-) -> Result<Vec<RenderedObject>, String> {
+) -> Result<Arc<Vec<RenderedObject>>, String> {
     let path = gs.spec.path.clone().unwrap_or_default();
     let cache_key = format!(
         "{revision}\n{path}\n{}",
@@ -629,7 +633,7 @@ async fn rendered(
         .get(key)
         && *k == cache_key
     {
-        return Ok(objects.clone());
+        return Ok(Arc::clone(objects));
     }
     let scratch = ctx.settings.cache_dir.join("checkouts").join(format!(
         "{}-{}",
@@ -651,11 +655,11 @@ async fn rendered(
     }
     .await;
     let _ = tokio::fs::remove_dir_all(&scratch).await;
-    let objects = result?;
+    let objects = Arc::new(result?);
     ctx.rendered
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(key.to_string(), (cache_key, objects.clone()));
+        .insert(key.to_string(), (cache_key, Arc::clone(&objects)));
     Ok(objects)
 }
 

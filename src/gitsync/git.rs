@@ -536,6 +536,14 @@ pub trait Git: Send + Sync {
 
     /// Deletes the local mirror of `key`, for a GitSync that is gone.
     fn forget<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), GitError>>;
+
+    /// The commit `branch` pointed at when the mirror of `key` last fetched it, without the
+    /// network; `None` when it was never fetched.
+    fn fetched_tip<'a>(
+        &'a self,
+        key: &'a str,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, GitError>>;
 }
 
 /// [`Git`] through the `git` CLI, with mirrors under a cache directory:
@@ -1345,6 +1353,24 @@ impl Git for GitCli {
     fn forget<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), GitError>> {
         Box::pin(self.forget_impl(key))
     }
+
+    fn fetched_tip<'a>(
+        &'a self,
+        key: &'a str,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, GitError>> {
+        Box::pin(async move {
+            check_ref_name(branch).map_err(|reason| GitError::InvalidRef {
+                git_ref: branch.to_owned(),
+                reason,
+            })?;
+            let mirror = self.existing_mirror(key).await?;
+            let lock = self.lock_for(key);
+            let _held = lock.lock().await;
+            self.resolve_commit(&mirror, &format!("refs/heads/{branch}"))
+                .await
+        })
+    }
 }
 
 /// Checks a repository URL without running git: `https://`, `http://`, `ssh://`, `git://` or
@@ -1575,7 +1601,7 @@ fn tree_ish(commit: &str) -> String {
 }
 
 /// Standard base64 with padding, for the basic-auth header.
-fn base64(input: &[u8]) -> String {
+pub(crate) fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

@@ -335,16 +335,31 @@ impl RevertWriter<'_> {
             })
             .await;
         };
-        let to = declared_at(
-            ro,
-            gs.status
-                .as_ref()
-                .and_then(|s| s.last_applied_revision.as_deref()),
+        let last_applied = gs
+            .status
+            .as_ref()
+            .and_then(|s| s.last_applied_revision.as_deref());
+        let to = declared_at(ro, last_applied);
+        // When the mirror's branch is exactly what was last applied (the usual case: the sync
+        // fetched it), build on it without asking the remote: if the remote has moved since, the
+        // push is refused as non-fast-forward and the loop in `push` fetches and rebases. A push
+        // branch other than the synced one, or a mirror that moved on, is fetched first.
+        let synced = matches!(
+            GitRefSpec::from_spec(gs.spec.git_ref.as_ref()),
+            GitRefSpec::Branch(ref b) if *b == branch
         );
-        let tip = self
-            .branch_tip(gs, &branch)
-            .await
-            .map_err(RevertError::Git)?;
+        let local = if synced {
+            self.git.fetched_tip(self.key, &branch).await.ok().flatten()
+        } else {
+            None
+        };
+        let tip = match local.filter(|t| Some(t.as_str()) == last_applied) {
+            Some(tip) => tip,
+            None => self
+                .branch_tip(gs, &branch)
+                .await
+                .map_err(RevertError::Git)?,
+        };
         let commits = self
             .git
             .commits_touching(self.key, &from, &to, &sources.paths())
