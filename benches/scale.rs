@@ -938,7 +938,7 @@ async fn floor_write(
                 .map(drop)
         }
         ("patch", "httproutes") => {
-            let w = if k % 2 == 0 { 25 } else { 75 };
+            let w = if k.is_multiple_of(2) { 25 } else { 75 };
             let patch = json!({"spec": {"rules": [{"backendRefs": [
                 {"name": format!("{name}-stable"), "port": 80, "weight": 100 - w},
                 {"name": format!("{name}-canary"), "port": 80, "weight": w}]}]}});
