@@ -86,7 +86,8 @@ impl Stats {
         })
     }
 
-    fn reset(&self) {
+    /// Zeroes every counter, as `POST /emulator/stats/reset` does.
+    pub fn reset(&self) {
         if let Ok(mut m) = self.by_verb.lock() {
             m.clear();
         }

@@ -1,0 +1,1288 @@
+//! weir at scale, measured as a separate `weir run` process against the in-process emulator.
+//!
+//! `cargo bench --bench scale` builds the release `weir` binary with the bench and runs four parts:
+//! - **Scale**: N Rollouts (each with a stable and a canary Service and an HTTPRoute) brought to
+//!   Healthy by weir, then weir is restarted and timed until it has reconciled every one of them
+//!   again (a full resync); then its RSS and CPU are read from `/proc` over a steady window, and
+//!   the emulator's request counters say how many writes weir made (there should be none).
+//! - **Stepping**: 1,000 canaries released at once through 4 steps (`setWeight`, `pause: 0s`,
+//!   twice). The floor replays the writes weir made (same kinds, counts and objects) with a bare
+//!   kube client, one sequence per Rollout, all Rollouts at once: what weir does.
+//! - **Reaction**: a web metric (a local HTTP endpoint answering an error rate of 1) fails an
+//!   analysis step; from the emulator committing the AnalysisRun status that records the failed
+//!   measurement until a route watch sees every route of that Rollout at 100/0. The floor is the
+//!   time from the emulator committing a route write until the same route watch sees it.
+//! - **Idle**: weir's RSS against an emulator with nothing in it.
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) every part runs once, tiny, against
+//! the debug `weir` binary, and the table is printed all the same.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+use weir::emulator::store::{Event, ListOptions, ObjKey, Store};
+use weir::emulator::{EmulatorConfig, RunningEmulator};
+
+/// Rollouts are spread over this many namespaces.
+const NAMESPACES: usize = 10;
+/// The longest any one wait may take before the bench gives up.
+const WAIT: Duration = Duration::from_secs(900);
+/// Requests the loader keeps in flight.
+const LOAD_CONCURRENCY: usize = 64;
+
+/// How much of everything to run.
+struct Plan {
+    /// (N, restarts) for the scale part.
+    scale: Vec<(usize, usize)>,
+    /// How long weir is watched at steady state after each resync.
+    steady_window: Duration,
+    stepping_rollouts: usize,
+    stepping_runs: usize,
+    reactions: usize,
+    idle_runs: usize,
+    idle_settle: Duration,
+}
+
+impl Plan {
+    fn bench() -> Self {
+        Self {
+            scale: vec![(1_000, 3), (5_000, 3), (10_000, 2)],
+            steady_window: Duration::from_secs(20),
+            stepping_rollouts: 1_000,
+            stepping_runs: 3,
+            reactions: 30,
+            idle_runs: 3,
+            idle_settle: Duration::from_secs(5),
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            scale: vec![(20, 1)],
+            steady_window: Duration::from_secs(1),
+            stepping_rollouts: 10,
+            stepping_runs: 1,
+            reactions: 2,
+            idle_runs: 1,
+            idle_settle: Duration::from_secs(1),
+        }
+    }
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let plan = if bench { Plan::bench() } else { Plan::smoke() };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let started = Instant::now();
+    let report = runtime.block_on(run_all(&plan));
+    println!("{report}");
+    eprintln!("bench finished in {:.1?}", started.elapsed());
+}
+
+async fn run_all(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| Figure | Median | Baseline (same run) | Ratio | Target |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- |");
+    for &(n, restarts) in &plan.scale {
+        let s = scale(n, restarts, plan.steady_window).await;
+        eprintln!("scale {n}: {s:?}");
+        s.rows(n, restarts, &mut out);
+    }
+    let s = stepping(plan.stepping_rollouts, plan.stepping_runs).await;
+    eprintln!("stepping: {s:?}");
+    s.rows(plan.stepping_rollouts, plan.stepping_runs, &mut out);
+    let r = reaction(plan.reactions).await;
+    r.rows(&mut out);
+    let idle = idle(plan.idle_runs, plan.idle_settle).await;
+    let _ = writeln!(
+        out,
+        "| Idle RSS (empty cluster, {} runs) | {:.1} MiB | | | ≤ 20 MB |",
+        plan.idle_runs,
+        median_f(&idle)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The weir process.
+
+/// A `weir run` child process and its metrics endpoint.
+struct Weir {
+    child: tokio::process::Child,
+    pid: u32,
+    metrics: String,
+    started: Instant,
+}
+
+impl Weir {
+    async fn start(dir: &Path) -> Weir {
+        let started = Instant::now();
+        let log = std::fs::File::create(dir.join("weir.log")).expect("weir log");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(dir.join("kubeconfig"))
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start weir run");
+        let pid = child.id().expect("weir pid");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let metrics = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("weir run printed no metrics address within 60 s")
+                .expect("read weir stdout")
+                .expect("weir run exited before serving metrics");
+            if let Some(rest) = line.strip_prefix("metrics and health on http://") {
+                break rest.split('/').next().unwrap_or_default().to_string();
+            }
+        };
+        // Keep reading, so weir never blocks on a full pipe; its log goes to stdout.
+        let mut stdout_log =
+            std::fs::File::create(dir.join("weir.stdout")).expect("weir stdout log");
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                use std::io::Write as _;
+                let _ = writeln!(stdout_log, "{line}");
+            }
+        });
+        Weir {
+            child,
+            pid,
+            metrics,
+            started,
+        }
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time (user + system) so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at field 3; utime and stime
+        // are fields 14 and 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+    }
+
+    /// `weir_reconciles_total{controller="rollout"}`.
+    async fn rollout_reconciles(&self) -> u64 {
+        let body = http_get(&self.metrics, "/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with("weir_reconciles_total{") && l.contains("\"rollout\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// A plain HTTP/1.0 GET, so the bench needs no HTTP client of its own.
+async fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body
+}
+
+// ---------------------------------------------------------------------------------------------
+// The emulator and what is in it.
+
+struct Cluster {
+    emulator: RunningEmulator,
+    client: kube::Client,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    async fn start(name: &str) -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("weir-bench-scale-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let emulator = weir::emulator::start(EmulatorConfig {
+            kubeconfig: Some(dir.join("kubeconfig")),
+            workload_delay: Duration::from_millis(10),
+            // The bench follows collections from their first event.
+            watch_history: 10_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect("start emulator");
+        let client = kube::Client::try_from(emulator.kube_config()).expect("client");
+        install_crds(&client).await;
+        for k in 0..NAMESPACES {
+            let api: Api<DynamicObject> = Api::all_with(
+                client.clone(),
+                &resource("", "v1", "Namespace", "namespaces"),
+            );
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace(k)}});
+            api.create(
+                &PostParams::default(),
+                &serde_json::from_value(ns).expect("ns"),
+            )
+            .await
+            .expect("create namespace");
+        }
+        Cluster {
+            emulator,
+            client,
+            dir,
+        }
+    }
+
+    fn store(&self) -> Arc<Store> {
+        self.emulator.app.store.clone()
+    }
+
+    fn stats(&self) -> Value {
+        self.emulator.app.stats_json()
+    }
+
+    fn reset_stats(&self) {
+        self.emulator.app.stats.reset();
+    }
+
+    fn stop(self) {
+        self.emulator.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn namespace(k: usize) -> String {
+    format!("scale-{k}")
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn rollouts() -> ApiResource {
+    resource("weir.io", "v1alpha1", "Rollout", "rollouts")
+}
+
+fn http_routes() -> ApiResource {
+    resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+}
+
+fn services() -> ApiResource {
+    resource("", "v1", "Service", "services")
+}
+
+/// weir's CRDs and the test CRDs for HTTPRoute and VirtualService.
+async fn install_crds(client: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crds = weir::api::crds::all();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/crds");
+    for entry in std::fs::read_dir(&dir).expect("e2e/crds") {
+        let path = entry.expect("e2e/crds entry").path();
+        let yaml = std::fs::read_to_string(&path).expect("read CRD");
+        crds.push(
+            serde_saphyr::from_str(&yaml)
+                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display())),
+        );
+    }
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
+    }
+}
+
+/// The canary steps every scale Rollout walks: two weights, each followed by a 0-second pause.
+fn four_steps() -> Value {
+    json!([{"setWeight": 25}, {"pause": {"duration": "0s"}}, {"setWeight": 75}, {"pause": {"duration": "0s"}}])
+}
+
+/// Rollout `i`: its namespace, name, and the objects it needs (two Services, an HTTPRoute, itself).
+fn app_objects(i: usize, steps: &Value, routes: &[String]) -> (String, Vec<(ApiResource, Value)>) {
+    let ns = namespace(i % NAMESPACES);
+    let name = format!("app-{i}");
+    let stable = format!("{name}-stable");
+    let canary = format!("{name}-canary");
+    let mut objs = Vec::new();
+    for svc in [&stable, &canary] {
+        objs.push((
+            services(),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc},
+            "spec": {"selector": {"app": &name}, "ports": [{"port": 80}]}}),
+        ));
+    }
+    for route in routes {
+        objs.push((http_routes(), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": route},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [
+                {"name": &stable, "port": 80, "weight": 100}, {"name": &canary, "port": 80, "weight": 0}]}]}})));
+    }
+    let refs: Vec<Value> = routes.iter().map(|r| json!({"name": r})).collect();
+    objs.push((rollouts(), json!({"apiVersion": "weir.io/v1alpha1", "kind": "Rollout", "metadata": {"name": &name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": &name}},
+            "template": {"metadata": {"labels": {"app": &name}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}},
+            "strategy": {"canary": {"stableService": &stable, "canaryService": &canary,
+                "scaleDownDelaySeconds": 0,
+                "trafficRouting": {"gatewayAPI": {"httpRoutes": refs}},
+                "steps": steps}}}})));
+    (ns, objs)
+}
+
+/// Creates every object over HTTP, `LOAD_CONCURRENCY` requests in flight.
+async fn load(client: &kube::Client, objects: Vec<(String, ApiResource, Value)>) {
+    futures::stream::iter(objects)
+        .for_each_concurrent(LOAD_CONCURRENCY, |(ns, ar, obj)| {
+            let client = client.clone();
+            async move {
+                let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+                let obj: DynamicObject = serde_json::from_value(obj).expect("object");
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "create {ns}/{}: {e}",
+                            obj.metadata.name.clone().unwrap_or_default()
+                        )
+                    });
+            }
+        })
+        .await;
+}
+
+async fn load_apps(client: &kube::Client, n: usize, steps: &Value) {
+    let mut objects = Vec::new();
+    for i in 0..n {
+        let (ns, objs) = app_objects(i, steps, &[format!("app-{i}")]);
+        objects.extend(objs.into_iter().map(|(ar, o)| (ns.clone(), ar, o)));
+    }
+    load(client, objects).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Following the store in-process: the moment the emulator commits a change, not when a client
+// hears of it.
+
+/// Calls `f` with every event of a collection, from its first, as soon as the store commits it.
+fn follow(
+    store: Arc<Store>,
+    group: &str,
+    version: &str,
+    plural: &str,
+    mut f: impl FnMut(&Event) + Send + 'static,
+) {
+    let rt = store
+        .resource(group, version, plural)
+        .expect("resource type");
+    tokio::spawn(async move {
+        let key = rt.key();
+        let mut rx = store.subscribe(&key);
+        let mut cursor = 0;
+        loop {
+            rx.mark_unchanged();
+            let events = store
+                .events_since(&key, cursor, usize::MAX)
+                .expect("history");
+            for e in &events {
+                cursor = e.rv;
+                f(e);
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The latest version of every object of a collection, and a signal on each change.
+#[derive(Clone)]
+struct Tracker {
+    objects: Arc<Mutex<HashMap<ObjKey, Arc<Value>>>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Tracker {
+    fn new(store: Arc<Store>, group: &str, version: &str, plural: &str) -> Tracker {
+        let objects: Arc<Mutex<HashMap<ObjKey, Arc<Value>>>> = Arc::default();
+        let (tx, changed) = watch::channel(0);
+        let map = objects.clone();
+        follow(store, group, version, plural, move |e| {
+            let key = (
+                e.object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            let mut m = map.lock().expect("tracker");
+            match e.kind {
+                weir::emulator::store::EventType::Deleted => {
+                    m.remove(&key);
+                }
+                _ => {
+                    m.insert(key, e.object.clone());
+                }
+            }
+            tx.send_modify(|n| *n += 1);
+        });
+        Tracker { objects, changed }
+    }
+
+    fn count(&self, pred: &impl Fn(&Value) -> bool) -> usize {
+        self.objects
+            .lock()
+            .expect("tracker")
+            .values()
+            .filter(|o| pred(o))
+            .count()
+    }
+
+    async fn wait_count(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) {
+        let wait = async {
+            loop {
+                self.changed.mark_unchanged();
+                if self.count(&pred) >= n {
+                    return;
+                }
+                self.changed.changed().await.expect("tracker ended");
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+}
+
+/// A Rollout weir has finished with: Healthy at its current generation, on `image`.
+fn healthy_on(image: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |ro| {
+        ro["status"]["phase"] == "Healthy"
+            && ro["status"]["observedGeneration"] == ro["metadata"]["generation"]
+            && ro["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    }
+}
+
+/// Writes made by weir's own client (its `User-Agent` is `weir/<version>`), by (verb, resource).
+fn weir_writes(stats: &Value) -> BTreeMap<(String, String, String), u64> {
+    let mut out = BTreeMap::new();
+    for r in stats["requestsByResource"].as_array().into_iter().flatten() {
+        let ua = r["userAgent"].as_str().unwrap_or_default();
+        let verb = r["verb"].as_str().unwrap_or_default();
+        if ua.starts_with("weir/")
+            && ["create", "update", "patch", "delete", "deletecollection"].contains(&verb)
+        {
+            let key = (
+                verb.to_string(),
+                r["group"].as_str().unwrap_or_default().to_string(),
+                r["resource"].as_str().unwrap_or_default().to_string(),
+            );
+            *out.entry(key).or_default() += r["count"].as_u64().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// Requests (any verb) made by weir's client.
+fn weir_requests(stats: &Value) -> u64 {
+    stats["requestsByResource"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["userAgent"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("weir/")
+        })
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Serialized bytes of every object of these kinds in the store.
+fn stored_bytes(store: &Store, kinds: &[(&str, &str, &str)]) -> u64 {
+    kinds
+        .iter()
+        .filter_map(|(g, v, p)| store.resource(g, v, p))
+        .filter_map(|rt| store.list(&rt, &ListOptions::default()).ok())
+        .flat_map(|page| page.items)
+        .map(|o| serde_json::to_vec(&*o).map_or(0, |b| b.len() as u64))
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale.
+
+#[derive(Debug, Default)]
+struct ScaleRuns {
+    load: Duration,
+    converge: Duration,
+    resync: Vec<Duration>,
+    peak_rss_kib: Vec<u64>,
+    steady_rss_kib: Vec<u64>,
+    cpu_per_min: Vec<Duration>,
+    resync_cpu: Vec<Duration>,
+    writes: Vec<u64>,
+    requests_per_min: Vec<f64>,
+    cached_bytes: u64,
+}
+
+impl ScaleRuns {
+    fn rows(&self, n: usize, restarts: usize, out: &mut String) {
+        let peak = median_u(&self.peak_rss_kib) as f64 / 1024.0;
+        let steady = median_u(&self.steady_rss_kib) as f64 / 1024.0;
+        let cached = self.cached_bytes as f64 / 1024.0 / 1024.0;
+        let runs = format!(
+            "{n} Rollouts, {restarts} restart{}",
+            if restarts == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(
+            out,
+            "| Scale {runs}: peak RSS | {peak:.0} MiB | {cached:.1} MiB of Rollouts+ReplicaSets in the API | {:.1}× ({:.1} KiB per Rollout) | ≤ 300 MB at 10,000 |",
+            peak / cached,
+            peak * 1024.0 / n as f64
+        );
+        let _ = writeln!(
+            out,
+            "| Scale {runs}: steady RSS | {steady:.0} MiB | {cached:.1} MiB | {:.1}× ({:.1} KiB per Rollout) | ≤ 300 MB at 10,000 |",
+            steady / cached,
+            steady * 1024.0 / n as f64
+        );
+        let _ = writeln!(
+            out,
+            "| Scale {runs}: full resync after a restart | {} | {} for the first convergence | {:.2}× | |",
+            secs(median_d(&self.resync)),
+            secs(self.converge),
+            median_d(&self.resync).as_secs_f64() / self.converge.as_secs_f64().max(1e-9)
+        );
+        let _ = writeln!(
+            out,
+            "| Scale {runs}: CPU per minute at steady state | {} | {} CPU for the resync | | |",
+            secs(median_d(&self.cpu_per_min)),
+            secs(median_d(&self.resync_cpu)),
+        );
+        let _ = writeln!(
+            out,
+            "| Scale {runs}: writes during resync + steady state | {} | {:.0} requests/min at steady state | | 0 |",
+            median_u(&self.writes),
+            median_f(&self.requests_per_min)
+        );
+    }
+}
+
+async fn scale(n: usize, restarts: usize, window: Duration) -> ScaleRuns {
+    let cluster = Cluster::start(&format!("scale{n}")).await;
+    let mut runs = ScaleRuns::default();
+    let started = Instant::now();
+    load_apps(&cluster.client, n, &four_steps()).await;
+    runs.load = started.elapsed();
+    let mut tracker = Tracker::new(cluster.store(), "weir.io", "v1alpha1", "rollouts");
+
+    let started = Instant::now();
+    let weir = Weir::start(&cluster.dir).await;
+    tracker
+        .wait_count("every Rollout Healthy", n, healthy_on("app:1"))
+        .await;
+    runs.converge = started.elapsed();
+    weir.stop().await;
+    runs.cached_bytes = stored_bytes(
+        &cluster.store(),
+        &[
+            ("weir.io", "v1alpha1", "rollouts"),
+            ("apps", "v1", "replicasets"),
+        ],
+    );
+
+    for _ in 0..restarts {
+        cluster.reset_stats();
+        let weir = Weir::start(&cluster.dir).await;
+        let resync = tokio::time::timeout(WAIT, async {
+            loop {
+                if weir.rollout_reconciles().await >= n as u64 {
+                    return weir.started.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("resync within the wait");
+        runs.resync.push(resync);
+        runs.resync_cpu.push(weir.cpu());
+        // Reconciles still in flight finish; then the steady window.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let requests_before = weir_requests(&cluster.stats());
+        let cpu_before = weir.cpu();
+        tokio::time::sleep(window).await;
+        let cpu = weir.cpu().saturating_sub(cpu_before);
+        let stats = cluster.stats();
+        let requests = weir_requests(&stats) - requests_before;
+        runs.cpu_per_min
+            .push(cpu.mul_f64(60.0 / window.as_secs_f64()));
+        runs.requests_per_min
+            .push(requests as f64 * 60.0 / window.as_secs_f64());
+        let (rss, hwm) = weir.rss_kib();
+        runs.steady_rss_kib.push(rss);
+        runs.peak_rss_kib.push(hwm);
+        let writes = weir_writes(&stats);
+        if !writes.is_empty() {
+            eprintln!("scale {n}: weir wrote at steady state: {writes:?}");
+        }
+        runs.writes.push(writes.values().sum());
+        weir.stop().await;
+    }
+    cluster.stop();
+    runs
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stepping.
+
+#[derive(Debug, Default)]
+struct SteppingRuns {
+    total: Vec<Duration>,
+    floor: Vec<Duration>,
+    cpu: Vec<Duration>,
+    writes: Vec<u64>,
+    kinds: BTreeMap<(String, String, String), u64>,
+}
+
+impl SteppingRuns {
+    fn rows(&self, n: usize, runs: usize, out: &mut String) {
+        let total = median_d(&self.total);
+        let floor = median_d(&self.floor);
+        let transitions = (n * 4) as f64;
+        let _ = writeln!(
+            out,
+            "| Stepping {n} canaries × 4 steps ({runs} runs): all Healthy on the new revision | {} | {} bare-client floor ({} writes) | {:.2}× | ≤ 1.3× the floor |",
+            secs(total),
+            secs(floor),
+            median_u(&self.writes),
+            total.as_secs_f64() / floor.as_secs_f64().max(1e-9)
+        );
+        let _ = writeln!(
+            out,
+            "| Stepping: weir CPU per step transition | {:.2} ms | {:.2} writes per transition | | |",
+            median_d(&self.cpu).as_secs_f64() * 1000.0 / transitions,
+            median_u(&self.writes) as f64 / transitions
+        );
+    }
+}
+
+async fn stepping(n: usize, runs: usize) -> SteppingRuns {
+    let cluster = Cluster::start("stepping").await;
+    load_apps(&cluster.client, n, &four_steps()).await;
+    let mut tracker = Tracker::new(cluster.store(), "weir.io", "v1alpha1", "rollouts");
+    let weir = Weir::start(&cluster.dir).await;
+    tracker
+        .wait_count("every Rollout Healthy", n, healthy_on("app:1"))
+        .await;
+    let mut out = SteppingRuns::default();
+    let mut weir = Some(weir);
+    for run in 0..runs {
+        let w = match weir.take() {
+            Some(w) => w,
+            None => Weir::start(&cluster.dir).await,
+        };
+        // Let the restarted weir's resync pass before timing.
+        tokio::time::timeout(WAIT, async {
+            while w.rollout_reconciles().await < n as u64 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("resync");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let image = format!("app:{}", run + 2);
+        cluster.reset_stats();
+        let cpu_before = w.cpu();
+        let started = Instant::now();
+        release(&cluster.client, n, &image).await;
+        tracker
+            .wait_count(
+                "every canary Healthy on the new revision",
+                n,
+                healthy_on(&image),
+            )
+            .await;
+        out.total.push(started.elapsed());
+        out.cpu.push(w.cpu().saturating_sub(cpu_before));
+        let kinds = weir_writes(&cluster.stats());
+        out.writes.push(kinds.values().sum());
+        w.stop().await;
+        out.floor.push(replay_floor(&cluster, n, &kinds).await);
+        out.kinds = kinds;
+    }
+    eprintln!("stepping: weir's writes by kind: {:?}", out.kinds);
+    cluster.stop();
+    out
+}
+
+/// Sets a new image on every Rollout, all at once.
+async fn release(client: &kube::Client, n: usize, image: &str) {
+    futures::stream::iter(0..n)
+        .for_each_concurrent(LOAD_CONCURRENCY, |i| {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace(i % NAMESPACES), &rollouts());
+            async move {
+                let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+                api.patch(&format!("app-{i}"), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("release");
+            }
+        })
+        .await;
+}
+
+/// The same writes weir made, by a bare client: for each Rollout, its share of each kind of
+/// write, one after another (as weir writes for one Rollout), every Rollout at once (weir's
+/// controller reconciles different Rollouts concurrently, without a bound).
+async fn replay_floor(
+    cluster: &Cluster,
+    n: usize,
+    kinds: &BTreeMap<(String, String, String), u64>,
+) -> Duration {
+    let store = cluster.store();
+    // Each Rollout's newest ReplicaSet, the one weir scaled most.
+    let mut replica_sets: HashMap<String, Value> = HashMap::new();
+    let rs_type = store
+        .resource("apps", "v1", "replicasets")
+        .expect("replicasets");
+    for rs in store
+        .list(&rs_type, &ListOptions::default())
+        .expect("list")
+        .items
+    {
+        let owner = rs["metadata"]["labels"]["weir.io/rollout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let newer = replica_sets.get(&owner).is_none_or(|old| {
+            old["metadata"]["creationTimestamp"].as_str()
+                <= rs["metadata"]["creationTimestamp"].as_str()
+        });
+        if newer {
+            replica_sets.insert(owner, (*rs).clone());
+        }
+    }
+    let ro_type = store
+        .resource("weir.io", "v1alpha1", "rollouts")
+        .expect("rollouts");
+    let mut ro_objects: HashMap<String, Value> = HashMap::new();
+    for ro in store
+        .list(&ro_type, &ListOptions::default())
+        .expect("list")
+        .items
+    {
+        ro_objects.insert(
+            ro["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            (*ro).clone(),
+        );
+    }
+    let replica_sets = Arc::new(replica_sets);
+    let ro_objects = Arc::new(ro_objects);
+    let started = Instant::now();
+    let tasks = (0..n).map(|i| {
+        let client = cluster.client.clone();
+        let replica_sets = replica_sets.clone();
+        let ro_objects = ro_objects.clone();
+        let mut writes: Vec<(String, String, String)> = Vec::new();
+        for ((verb, group, res), count) in kinds {
+            let share = count / n as u64 + u64::from((i as u64) < count % n as u64);
+            writes.extend((0..share).map(|_| (verb.clone(), group.clone(), res.clone())));
+        }
+        tokio::spawn(async move {
+            let ns = namespace(i % NAMESPACES);
+            let name = format!("app-{i}");
+            for (k, (verb, group, res)) in writes.into_iter().enumerate() {
+                floor_write(
+                    &client,
+                    &ns,
+                    &name,
+                    k,
+                    &verb,
+                    &group,
+                    &res,
+                    &replica_sets,
+                    &ro_objects,
+                )
+                .await;
+            }
+        })
+    });
+    futures::future::join_all(tasks).await;
+    started.elapsed()
+}
+
+/// One write of the given kind on Rollout `name`'s objects, shaped like the one weir makes.
+#[allow(clippy::too_many_arguments)]
+async fn floor_write(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    k: usize,
+    verb: &str,
+    group: &str,
+    res: &str,
+    replica_sets: &HashMap<String, Value>,
+    ro_objects: &HashMap<String, Value>,
+) {
+    let pp = PatchParams {
+        field_manager: Some("floor".into()),
+        ..Default::default()
+    };
+    let post = PostParams {
+        field_manager: Some("floor".into()),
+        ..Default::default()
+    };
+    let dynamic = |ar: ApiResource| Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+    let result = match (verb, res) {
+        ("patch", "replicasets") => {
+            let rs = &replica_sets[name];
+            let replicas = rs["spec"]["replicas"].clone();
+            let patch = json!({"metadata": {"annotations": {"weir.io/scale-down-at": null, "floor": k.to_string()}}, "spec": {"replicas": replicas}});
+            dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
+                .patch(
+                    rs["metadata"]["name"].as_str().unwrap_or_default(),
+                    &pp,
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map(drop)
+        }
+        ("create", "replicasets") => {
+            let mut rs = replica_sets[name].clone();
+            rs["metadata"] = json!({"name": format!("{name}-floor-{k}"), "labels": rs["metadata"]["labels"].clone()});
+            rs.as_object_mut().map(|o| o.remove("status"));
+            dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
+                .create(&post, &serde_json::from_value(rs).expect("rs"))
+                .await
+                .map(drop)
+        }
+        ("delete", "replicasets") => Ok(()),
+        ("patch", "services") => {
+            let patch =
+                json!({"spec": {"selector": {"weir.io/pod-template-hash": format!("floor{k}")}}});
+            dynamic(services())
+                .patch(&format!("{name}-stable"), &pp, &Patch::Merge(&patch))
+                .await
+                .map(drop)
+        }
+        ("patch", "httproutes") => {
+            let w = if k.is_multiple_of(2) { 25 } else { 75 };
+            let patch = json!({"spec": {"rules": [{"backendRefs": [
+                {"name": format!("{name}-stable"), "port": 80, "weight": 100 - w},
+                {"name": format!("{name}-canary"), "port": 80, "weight": w}]}]}});
+            dynamic(http_routes())
+                .patch(name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(drop)
+        }
+        ("update", "rollouts/status") => {
+            let api = dynamic(rollouts());
+            let mut ro = ro_objects[name].clone();
+            ro["status"]["message"] = json!(format!("floor {k}"));
+            // A stale resourceVersion would make this a 409; weir writes from a fresh read.
+            ro["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("resourceVersion"));
+            let ro: DynamicObject = serde_json::from_value(ro).expect("ro");
+            api.replace_status(name, &post, &ro).await.map(drop)
+        }
+        ("create", "events") => {
+            let ev = json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": format!("{name}.floor.{k}")},
+                "involvedObject": {"apiVersion": "weir.io/v1alpha1", "kind": "Rollout", "name": name, "namespace": ns},
+                "reason": "RolloutStepCompleted", "message": format!("Rollout step {k} completed (setWeight 25)"),
+                "type": "Normal", "source": {"component": "weir.io/rollout-controller"},
+                "reportingComponent": "weir.io/rollout-controller", "reportingInstance": "weir"});
+            let ar = if group.is_empty() {
+                resource("", "v1", "Event", "events")
+            } else {
+                resource("events.k8s.io", "v1", "Event", "events")
+            };
+            dynamic(ar)
+                .create(&post, &serde_json::from_value(ev).expect("event"))
+                .await
+                .map(drop)
+        }
+        _ => {
+            eprintln!("floor: no replay for {verb} {group}/{res}");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("floor write {verb} {res} for {ns}/{name}: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reaction.
+
+#[derive(Debug, Default)]
+struct Reactions {
+    reaction: Vec<Duration>,
+    floor: Vec<Duration>,
+}
+
+impl Reactions {
+    fn rows(&self, out: &mut String) {
+        let mut r = self.reaction.clone();
+        r.sort();
+        let mut f = self.floor.clone();
+        f.sort();
+        let _ = writeln!(
+            out,
+            "| Reaction ({} failures): failed measurement committed → every route at 100/0, p50 | {} | {} route write → watcher | {:.1}× | |",
+            r.len(),
+            ms(percentile(&r, 50)),
+            ms(percentile(&f, 50)),
+            percentile(&r, 50).as_secs_f64() / percentile(&f, 50).as_secs_f64().max(1e-9)
+        );
+        let _ = writeln!(
+            out,
+            "| Reaction: p99 | {} | {} | {:.1}× | ≤ 50 ms |",
+            ms(percentile(&r, 99)),
+            ms(percentile(&f, 99)),
+            percentile(&r, 99).as_secs_f64() / percentile(&f, 99).as_secs_f64().max(1e-9)
+        );
+    }
+}
+
+/// (stable, canary) weight of each route, by route name, as a watch sees them, with when it saw them.
+type RouteWeights = HashMap<String, ((i64, i64), Instant)>;
+
+fn route_weights(route: &Value) -> Option<(i64, i64)> {
+    let refs = route["spec"]["rules"][0]["backendRefs"].as_array()?;
+    let weight = |suffix: &str| {
+        refs.iter()
+            .find(|b| b["name"].as_str().is_some_and(|n| n.ends_with(suffix)))
+            .map_or(0, |b| b["weight"].as_i64().unwrap_or(1))
+    };
+    Some((weight("-stable"), weight("-canary")))
+}
+
+async fn reaction(samples: usize) -> Reactions {
+    let cluster = Cluster::start("reaction").await;
+    // The metric: a local endpoint that always answers an error rate of 1.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metric_addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { r#"{"errorRate": 1.0}"# }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let ns = namespace(0);
+    let template: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &ns,
+        &resource(
+            "weir.io",
+            "v1alpha1",
+            "AnalysisTemplate",
+            "analysistemplates",
+        ),
+    );
+    let t = json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisTemplate", "metadata": {"name": "error-rate"},
+        "spec": {"metrics": [{"name": "error-rate", "successCondition": "result < 0.05",
+            "provider": {"web": {"url": format!("http://{metric_addr}/"), "jsonPath": "{$.errorRate}"}}}]}});
+    template
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(t).expect("template"),
+        )
+        .await
+        .expect("template");
+
+    // Rollouts 0, 10, 20, … all live in namespace 0; each is released once and fails once.
+    let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "error-rate"}]}}, {"pause": {}}]);
+    let apps: Vec<usize> = (0..samples).map(|s| s * NAMESPACES).collect();
+    let mut objects = Vec::new();
+    let routes_of = |i: usize| -> Vec<String> { (0..3).map(|r| format!("app-{i}-r{r}")).collect() };
+    for &i in &apps {
+        let (ns, objs) = app_objects(i, &steps, &routes_of(i));
+        objects.extend(objs.into_iter().map(|(ar, o)| (ns.clone(), ar, o)));
+    }
+    // A route of no Rollout, for the floor.
+    objects.push((
+        ns.clone(),
+        http_routes(),
+        app_objects(999_999, &steps, &["floor".to_string()]).1[2]
+            .1
+            .clone(),
+    ));
+    load(&cluster.client, objects).await;
+
+    // When the emulator committed the first failed measurement of each Rollout's run.
+    let failed_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let failed = failed_at.clone();
+    follow(
+        cluster.store(),
+        "weir.io",
+        "v1alpha1",
+        "analysisruns",
+        move |e| {
+            let seen = Instant::now();
+            let measurements = e.object["status"]["metricResults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|m| m["measurements"].as_array().into_iter().flatten());
+            if measurements.into_iter().any(|m| m["phase"] == "Failed") {
+                let ro = e.object["metadata"]["labels"]["weir.io/rollout"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                failed.lock().expect("failed").entry(ro).or_insert(seen);
+            }
+        },
+    );
+    // When the emulator committed each route write (for the floor).
+    let committed: Arc<Mutex<HashMap<(String, i64), Instant>>> = Arc::default();
+    let commits = committed.clone();
+    follow(
+        cluster.store(),
+        "gateway.networking.k8s.io",
+        "v1",
+        "httproutes",
+        move |e| {
+            let seen = Instant::now();
+            let name = e.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some((_, canary)) = route_weights(&e.object) {
+                commits
+                    .lock()
+                    .expect("commits")
+                    .entry((name, canary))
+                    .or_insert(seen);
+            }
+        },
+    );
+    // What a route watch over HTTP sees, as a data plane would.
+    let (weights_tx, mut weights) = watch::channel(RouteWeights::new());
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), &ns, &http_routes());
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Ok(Some(event)) = events.try_next().await {
+            let (watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) = event else {
+                continue;
+            };
+            let seen = Instant::now();
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            if let Some(w) = route_weights(&obj.data) {
+                weights_tx.send_modify(|m| {
+                    m.insert(name, (w, seen));
+                });
+            }
+        }
+    });
+
+    let mut tracker = Tracker::new(cluster.store(), "weir.io", "v1alpha1", "rollouts");
+    let weir = Weir::start(&cluster.dir).await;
+    tracker
+        .wait_count("every Rollout Healthy", apps.len(), healthy_on("app:1"))
+        .await;
+    let ro_api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), &ns, &rollouts());
+    let mut out = Reactions::default();
+    for &i in &apps {
+        let name = format!("app-{i}");
+        let routes = routes_of(i);
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+        ro_api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("release");
+        let all_at = |m: &RouteWeights, want: (i64, i64)| {
+            routes
+                .iter()
+                .all(|r| m.get(r).is_some_and(|(w, _)| *w == want))
+        };
+        tokio::time::timeout(WAIT, weights.wait_for(|m| all_at(m, (80, 20))))
+            .await
+            .expect("routes at 80/20")
+            .expect("route watch");
+        let last = tokio::time::timeout(WAIT, weights.wait_for(|m| all_at(m, (100, 0))))
+            .await
+            .expect("routes back at 100/0")
+            .expect("route watch")
+            .iter()
+            .filter(|(r, _)| routes.contains(r))
+            .map(|(_, (_, at))| *at)
+            .max()
+            .expect("route times");
+        let failed = failed_at
+            .lock()
+            .expect("failed")
+            .get(&name)
+            .copied()
+            .expect("a failed measurement was committed");
+        out.reaction.push(last.saturating_duration_since(failed));
+    }
+    weir.stop().await;
+
+    // The floor: the same route watch, hearing of a route write the emulator committed.
+    let route_api: Api<DynamicObject> =
+        Api::namespaced_with(cluster.client.clone(), &ns, &http_routes());
+    for s in 0..samples {
+        let canary = 1 + (s as i64 % 98);
+        let patch = json!({"spec": {"rules": [{"backendRefs": [
+            {"name": "app-999999-stable", "port": 80, "weight": 100 - canary},
+            {"name": "app-999999-canary", "port": 80, "weight": canary}]}]}});
+        route_api
+            .patch("floor", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("floor write");
+        let seen = tokio::time::timeout(
+            WAIT,
+            weights.wait_for(|m| m.get("floor").is_some_and(|(w, _)| w.1 == canary)),
+        )
+        .await
+        .expect("floor write seen")
+        .expect("route watch")["floor"]
+            .1;
+        let at = committed.lock().expect("commits")[&("floor".to_string(), canary)];
+        out.floor.push(seen.saturating_duration_since(at));
+        // The next write must be a change.
+        committed
+            .lock()
+            .expect("commits")
+            .remove(&("floor".to_string(), canary));
+    }
+    cluster.stop();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle.
+
+async fn idle(runs: usize, settle: Duration) -> Vec<f64> {
+    let cluster = Cluster::start("idle").await;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let weir = Weir::start(&cluster.dir).await;
+        tokio::time::timeout(WAIT, async {
+            while !http_get(&weir.metrics, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 200")
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("weir ready");
+        // Measured once weir has started every controller and listed everything (nothing).
+        tokio::time::sleep(settle).await;
+        out.push(weir.rss_kib().0 as f64 / 1024.0);
+        weir.stop().await;
+    }
+    cluster.stop();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures.
+
+/// The nearest-rank percentile `p` (0–100) of sorted `xs`.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+fn median_d(xs: &[Duration]) -> Duration {
+    let mut v = xs.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_u(xs: &[u64]) -> u64 {
+    let mut v = xs.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_f(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
