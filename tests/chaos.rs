@@ -260,8 +260,9 @@ impl Weir {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true);
+        // Warnings include a reconcile that fails over and over, which a stuck run needs explained.
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "error");
+            cmd.env("RUST_LOG", "warn");
         }
         let mut child = cmd.spawn().expect("start weir run");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -289,6 +290,19 @@ impl Weir {
         })
         .await;
         child
+    }
+
+    /// The last `n` lines of the running process's log, for a failure message.
+    fn log_tail(&self, n: usize) -> String {
+        let path = self.logs.join(format!("weir-{}.log", self.starts - 1));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // The test's directory goes with the test; the whole log stays for a look afterwards.
+        let kept = std::env::temp_dir().join("weir-chaos-last.log");
+        if std::fs::write(&kept, &text).is_ok() {
+            eprintln!("the running weir's whole log is kept at {}", kept.display());
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// SIGKILLs the running process (which must still be running), reaps it, and starts a new one.
@@ -640,6 +654,10 @@ async fn chaos(seed: u64) {
                 .unwrap_or_default();
             eprintln!("AnalysisRuns of {first_name}: {runs:#?}");
             let log = fx.remote_git(&["log", "--format=%H %P %s", "-n", "60", "main"]);
+            eprintln!(
+                "last lines of the running weir's log:\n{}",
+                weir.log_tail(60)
+            );
             panic!(
                 "seed {seed}: {} releases not settled after {SETTLE:?}:\n{}\nGitSync status: {gs}\n\n{first_name}:\n{}\n\nremote main:\n{log}",
                 unsettled.len(),

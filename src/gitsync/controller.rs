@@ -103,6 +103,11 @@ struct Context {
 
 /// Runs the GitSync controller (with the revert writer) until the API goes away for good.
 pub async fn run(client: Client, settings: Settings) {
+    while !run_until_stuck(client.clone(), settings.clone()).await {}
+}
+
+/// One start of the controller; `false` when its caches did not fill in time.
+async fn run_until_stuck(client: Client, settings: Settings) -> bool {
     let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
     let ro_api: Api<Rollout> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
@@ -121,7 +126,13 @@ pub async fn run(client: Client, settings: Settings) {
         clock: Box::new(Timestamp::now),
     });
     let api: Api<GitSync> = Api::all(client);
-    Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(api, watcher::Config::default());
+    let caches = (controller.store(), ctx.rollouts.clone());
+    let filled = async move {
+        let _ = caches.0.wait_until_ready().await;
+        let _ = caches.1.wait_until_ready().await;
+    };
+    let controller = controller
         .watches_stream(rollouts, |ro: Rollout| {
             // A Rollout wakes the GitSync that applied it, so a failed release is reverted at once.
             ro.annotations()
@@ -138,8 +149,8 @@ pub async fn run(client: Client, settings: Settings) {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "gitsync reconcile failed");
             }
-        })
-        .await;
+        });
+    crate::cache_watchdog::run_or_restart("gitsync", filled, controller).await
 }
 
 /// First retry after a failed reconcile; each further failure doubles it, up to [`MAX_RETRY`].

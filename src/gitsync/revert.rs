@@ -532,21 +532,20 @@ impl RevertWriter<'_> {
             "Reverted {listed} with commit {} on branch {branch}",
             short(commit)
         );
-        let now = self.now;
-        let condition_text = text.clone();
-        let written = self
-            .write(ro, pod_hash, |r| {
-                r.revert_commit = Some(commit.to_string());
-                r.state = GitRevertState::Pushed;
-                r.message = None;
-            })
+        // The Event and the condition go before the Pushed state, because Pushed ends the
+        // writer's work on this release: a crash or a failed request after it would lose them for
+        // good. Before it, a retry finds the push on the remote and comes back here, and the
+        // Event's name is fixed per release, so recording it again is a no-op.
+        self.event(ro, pod_hash, "GitReverted", &text, false)
             .await?;
-        if written {
-            self.set_condition(ro, conditions::git_reverted(condition_text, now, None))
-                .await?;
-            self.event(ro, pod_hash, "GitReverted", &text, false)
-                .await?;
-        }
+        self.set_condition(ro, conditions::git_reverted(text.clone(), self.now, None))
+            .await?;
+        self.write(ro, pod_hash, |r| {
+            r.revert_commit = Some(commit.to_string());
+            r.state = GitRevertState::Pushed;
+            r.message = None;
+        })
+        .await?;
         Ok(Outcome::Pushed)
     }
 
