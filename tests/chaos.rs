@@ -581,6 +581,13 @@ async fn chaos(seed: u64) {
     eprintln!("seed {seed}: setup {setup:?}, {KILLS} kills over {chaos_time:?}; waiting to settle");
     let deadline = Instant::now() + SETTLE;
     loop {
+        // A weir that is gone would look like one that stands still.
+        if let Some(exit) = weir.child.try_wait().expect("poll weir run") {
+            panic!(
+                "seed {seed}: weir run exited on its own with {exit} while the releases settled; see {}",
+                weir.logs.display()
+            );
+        }
         let history = main_history(&fx);
         let mut pending: Vec<&Release> = releases
             .iter()
