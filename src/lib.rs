@@ -3,7 +3,6 @@
 //! automatic Git revert when a release fails.
 pub mod analysis;
 pub mod api;
-pub mod cache_watchdog;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod events;

@@ -41,22 +41,12 @@ struct Context {
 
 /// Runs the AnalysisRun controller.
 pub async fn run(client: Client) {
-    while !run_until_stuck(client.clone()).await {}
-}
-
-/// One start of the controller; `false` when its cache did not fill in time.
-async fn run_until_stuck(client: Client) -> bool {
     let api: Api<AnalysisRun> = Api::all(client.clone());
     let ctx = Arc::new(Context {
         client,
         clock: Box::new(jiff::Timestamp::now),
     });
-    let controller = Controller::new(api, watcher::Config::default());
-    let cache = controller.store();
-    let filled = async move {
-        let _ = cache.wait_until_ready().await;
-    };
-    let controller = controller
+    Controller::new(api, watcher::Config::default())
         .run(
             |obj, ctx| crate::telemetry::timed("analysis", reconcile(obj, ctx)),
             |_, err, _| {
@@ -65,8 +55,8 @@ async fn run_until_stuck(client: Client) -> bool {
             },
             ctx,
         )
-        .for_each(|_| async {});
-    crate::cache_watchdog::run_or_restart("analysis", filled, controller).await
+        .for_each(|_| async {})
+        .await;
 }
 
 /// Resolves every argument: literal values, and Secret keys read now (never stored). Also returns

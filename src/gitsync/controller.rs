@@ -103,11 +103,6 @@ struct Context {
 
 /// Runs the GitSync controller (with the revert writer) until the API goes away for good.
 pub async fn run(client: Client, settings: Settings) {
-    while !run_until_stuck(client.clone(), settings.clone()).await {}
-}
-
-/// One start of the controller; `false` when its caches did not fill in time.
-async fn run_until_stuck(client: Client, settings: Settings) -> bool {
     let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
     let ro_api: Api<Rollout> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
@@ -126,13 +121,7 @@ async fn run_until_stuck(client: Client, settings: Settings) -> bool {
         clock: Box::new(Timestamp::now),
     });
     let api: Api<GitSync> = Api::all(client);
-    let controller = Controller::new(api, watcher::Config::default());
-    let caches = (controller.store(), ctx.rollouts.clone());
-    let filled = async move {
-        let _ = caches.0.wait_until_ready().await;
-        let _ = caches.1.wait_until_ready().await;
-    };
-    let controller = controller
+    Controller::new(api, watcher::Config::default())
         .watches_stream(rollouts, |ro: Rollout| {
             // A Rollout wakes the GitSync that applied it, so a failed release is reverted at once.
             ro.annotations()
@@ -149,8 +138,8 @@ async fn run_until_stuck(client: Client, settings: Settings) -> bool {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "gitsync reconcile failed");
             }
-        });
-    crate::cache_watchdog::run_or_restart("gitsync", filled, controller).await
+        })
+        .await;
 }
 
 /// First retry after a failed reconcile; each further failure doubles it, up to [`MAX_RETRY`].

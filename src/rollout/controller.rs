@@ -77,11 +77,6 @@ fn rollout_resource() -> ApiResource {
 
 /// Runs the Rollout controller until the stream ends (it does not, unless the API goes away for good).
 pub async fn run(client: Client) {
-    while !run_until_stuck(client.clone()).await {}
-}
-
-/// One start of the controller; `false` when its caches did not fill in time.
-async fn run_until_stuck(client: Client) -> bool {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let rs_stream = reflector::reflector(
@@ -118,18 +113,7 @@ async fn run_until_stuck(client: Client) -> bool {
                 );
             }
         });
-    let controller = Controller::new_with(rollouts, watcher::Config::default(), rollout_resource());
-    let caches = (
-        controller.store(),
-        ctx.replica_sets.clone(),
-        ctx.analysis_runs.clone(),
-    );
-    let filled = async move {
-        let _ = caches.0.wait_until_ready().await;
-        let _ = caches.1.wait_until_ready().await;
-        let _ = caches.2.wait_until_ready().await;
-    };
-    let controller = controller
+    let controller = Controller::new_with(rollouts, watcher::Config::default(), rollout_resource())
         .owns_stream_with(rs_stream, ())
         .owns_stream_with(run_stream, ())
         .run(
@@ -143,10 +127,7 @@ async fn run_until_stuck(client: Client) -> bool {
             }
         });
     // Both end together, so a cancelled controller leaves no watch behind.
-    let both = async {
-        futures::future::join(controller, deletions).await;
-    };
-    crate::cache_watchdog::run_or_restart("rollout", filled, both).await
+    futures::future::join(controller, deletions).await;
 }
 
 fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
