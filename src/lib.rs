@@ -3,6 +3,7 @@
 //! automatic Git revert when a release fails.
 pub mod analysis;
 pub mod api;
+pub mod cache_ready;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod events;

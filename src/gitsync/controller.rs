@@ -25,6 +25,7 @@ use crate::api::gitsync::{
     GitSync, GitSyncStatus, HISTORY_LIMIT, InventoryEntry, SyncHistoryEntry, SyncResult,
 };
 use crate::api::rollout::Rollout;
+use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
 
 use super::apply::{Applier, rollout_owned, stale};
 use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
@@ -93,6 +94,7 @@ struct Context {
     git: Arc<dyn Git>,
     applier: Applier,
     rollouts: Store<Rollout>,
+    rollouts_ready: CacheReady,
     settings: Settings,
     last_sync: Mutex<HashMap<String, (Timestamp, Option<i64>)>>,
     /// Consecutive failed reconciles per GitSync, for the retry backoff.
@@ -106,14 +108,19 @@ pub async fn run(client: Client, settings: Settings) {
     let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
     let ro_api: Api<Rollout> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    let rollouts = reflector::reflector(writer, watcher(ro_api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let (signal, rollouts_ready) = cache_ready();
+    let rollouts = signal_when_listed(
+        reflector::reflector(writer, watcher(ro_api, watcher::Config::default())),
+        signal,
+    )
+    .default_backoff()
+    .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
         git,
         applier: Applier::new(client.clone()),
         rollouts: reader,
+        rollouts_ready,
         settings,
         last_sync: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
@@ -579,7 +586,7 @@ async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Att
         Err(message) => return failed(Some(revision), reasons::RENDER_FAILED, message),
     };
     // From the watch cache the revert writer reads too: no list of every Rollout per sync.
-    if ctx.rollouts.wait_until_ready().await.is_err() {
+    if !ctx.rollouts_ready.wait().await {
         let message = "the Rollout watch is not ready yet".to_string();
         return failed(Some(revision), reasons::APPLY_FAILED, message);
     }

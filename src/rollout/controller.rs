@@ -22,6 +22,7 @@ use crate::api::analysis::{
 use crate::api::conditions;
 use crate::api::rollout::{CanaryStep, RolloutAnalysis};
 use crate::api::rollout::{Rollout, RolloutPhase, RolloutStrategy};
+use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
 use crate::traffic::{self, Backends, TrafficRouter, Weights};
 
 use super::analysis_gate::{ObservedAnalysisRun, Slot};
@@ -65,6 +66,8 @@ pub struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
+    replica_sets_ready: CacheReady,
+    analysis_runs_ready: CacheReady,
     clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
@@ -79,17 +82,25 @@ fn rollout_resource() -> ApiResource {
 pub async fn run(client: Client) {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    let rs_stream = reflector::reflector(
-        writer,
-        watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+    let (rs_signal, rs_ready) = cache_ready();
+    let rs_stream = signal_when_listed(
+        reflector::reflector(
+            writer,
+            watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+        ),
+        rs_signal,
     )
     .default_backoff()
     .touched_objects();
     let run_api: Api<AnalysisRun> = Api::all(client.clone());
     let (run_reader, run_writer) = reflector::store();
-    let run_stream = reflector::reflector(
-        run_writer,
-        watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+    let (run_signal, runs_ready) = cache_ready();
+    let run_stream = signal_when_listed(
+        reflector::reflector(
+            run_writer,
+            watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+        ),
+        run_signal,
     )
     .default_backoff()
     .touched_objects();
@@ -97,6 +108,8 @@ pub async fn run(client: Client) {
         client: client.clone(),
         replica_sets: reader,
         analysis_runs: run_reader,
+        replica_sets_ready: rs_ready,
+        analysis_runs_ready: runs_ready,
         clock: Box::new(jiff::Timestamp::now),
     });
     let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
@@ -138,9 +151,7 @@ fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Conte
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
     // Until the first list is in, the stores are empty: a Healthy Rollout would look as if it had no
     // pods, drop to Progressing and record its completion again when they show up.
-    if ctx.replica_sets.wait_until_ready().await.is_err()
-        || ctx.analysis_runs.wait_until_ready().await.is_err()
-    {
+    if !ctx.replica_sets_ready.wait().await || !ctx.analysis_runs_ready.wait().await {
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
     let ns = obj.namespace().unwrap_or_default();
