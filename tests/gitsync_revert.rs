@@ -557,3 +557,110 @@ async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
         Some(after[0].0.as_str())
     );
 }
+
+/// A crash (or a conflict) between the push and the `Pushed` write, after the sync has already
+/// applied the revert: the Rollout is back on stable with its abort cleared, and the record still
+/// says `Pending`. weir finds the commit on the remote and records it as pushed, without pushing
+/// or announcing it again. A recorded revert commit that never reached the remote is not pushed
+/// once the Rollout has left the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pushed_again() {
+    let (base, _rates) = error_rate_server().await;
+    let world = World::new("revert-settle").await;
+    let template = web_template(&base);
+    commit(&world.fx, "web good", &app_files("good", &template));
+    world.gitsync().await;
+    let controllers = world.controllers();
+    world
+        .status_where("web:good Healthy", |s| {
+            healthy(s) && s.stable_commit.is_some()
+        })
+        .await;
+    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    let end = world
+        .status_where("reverted and Healthy on stable", |s| {
+            healthy(s)
+                && s.current_pod_hash == s.stable_rs
+                && s.git_revert
+                    .as_ref()
+                    .is_some_and(|r| r.state == GitRevertState::Pushed)
+        })
+        .await;
+    let revert_sha = end.git_revert.unwrap().revert_commit.unwrap();
+    for c in &controllers {
+        c.abort();
+    }
+    let rollouts: Api<Rollout> = Api::namespaced(world.c.client(), NS);
+    let set_record = |state: &str, commit: &str| {
+        let patch = json!({"status": {"gitRevert": {"state": state, "revertCommit": commit}}});
+        let rollouts = rollouts.clone();
+        async move {
+            rollouts
+                .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("patch the revert record");
+        }
+    };
+
+    // The Pushed write lost: weir settles it from the remote.
+    set_record("Pending", &revert_sha).await;
+    let pushes = world.remote.push_count();
+    let controllers = world.controllers();
+    let settled = world
+        .status_where("the revert settled as pushed", |s| {
+            s.git_revert
+                .as_ref()
+                .is_some_and(|r| r.state == GitRevertState::Pushed)
+        })
+        .await;
+    assert_eq!(
+        settled
+            .git_revert
+            .as_ref()
+            .unwrap()
+            .revert_commit
+            .as_deref(),
+        Some(revert_sha.as_str())
+    );
+    assert!(healthy(&settled));
+    assert_eq!(world.remote.push_count(), pushes, "nothing pushed again");
+    assert_eq!(world.commits_after(&bad).len(), 1);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(world.c.client(), NS);
+    let reverted_events = || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("GitReverted"))
+            .map(|e| e.count.unwrap_or(1))
+            .sum::<i32>()
+    };
+    assert_eq!(reverted_events().await, 1, "the GitReverted Event once");
+
+    // A recorded revert commit the remote never got: not pushed, recorded as failed.
+    let never_pushed = "0123456789abcdef0123456789abcdef01234567";
+    set_record("Pending", never_pushed).await;
+    let failed = world
+        .status_where("the unpushed revert given up", |s| {
+            s.git_revert
+                .as_ref()
+                .is_some_and(|r| r.state == GitRevertState::Failed)
+        })
+        .await;
+    let record = failed.git_revert.clone().unwrap();
+    assert!(
+        record
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("not pushed")),
+        "{record:?}"
+    );
+    assert_eq!(world.remote.push_count(), pushes, "nothing pushed");
+    assert_eq!(world.commits_after(&bad).len(), 1);
+    assert!(healthy(&failed));
+    for c in controllers {
+        c.abort();
+    }
+}

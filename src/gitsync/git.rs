@@ -537,6 +537,15 @@ pub trait Git: Send + Sync {
     /// Deletes the local mirror of `key`, for a GitSync that is gone.
     fn forget<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), GitError>>;
 
+    /// Whether `commit` is `tip` or one of its ancestors, in the mirror of `key` (which must hold
+    /// `tip`; a `commit` it does not hold is not).
+    fn contains<'a>(
+        &'a self,
+        key: &'a str,
+        tip: &'a str,
+        commit: &'a str,
+    ) -> BoxFuture<'a, Result<bool, GitError>>;
+
     /// The commit `branch` pointed at when the mirror of `key` last fetched it, without the
     /// network; `None` when it was never fetched.
     fn fetched_tip<'a>(
@@ -975,6 +984,24 @@ impl GitCli {
         Ok(id)
     }
 
+    /// `git merge-base --is-ancestor`: exit 0 yes, 1 no, anything else a failure.
+    async fn is_ancestor(&self, mirror: &Path, commit: &str, tip: &str) -> Result<bool, GitError> {
+        let invocation = Invocation::new(Some(mirror)).args([
+            "merge-base",
+            "--is-ancestor",
+            "--end-of-options",
+            commit,
+            tip,
+        ]);
+        let shown = invocation.shown();
+        let finished = self.exec(invocation).await?;
+        match finished.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failure(shown, &finished)),
+        }
+    }
+
     async fn require_parent(&self, mirror: &Path, commit: &str) -> Result<(), GitError> {
         match self.resolve_commit(mirror, &format!("{commit}^1")).await? {
             Some(_) => Ok(()),
@@ -1205,6 +1232,13 @@ impl GitCli {
         let _held = lock.lock().await;
         let commit = self.must_resolve(&mirror, &commit).await?;
         let new_tip = self.must_resolve(&mirror, &new_tip).await?;
+        // Already in the branch (pushed before a restart): re-applying its diff could conflict
+        // with later commits to the same lines, though there is nothing left to do.
+        if self.is_ancestor(&mirror, &commit, &new_tip).await? {
+            return Err(GitError::NothingToCommit {
+                what: format!("re-applying {commit}, which the branch already holds"),
+            });
+        }
         self.require_parent(&mirror, &commit).await?;
         let tip_tree = self.tree_of(&mirror, &new_tip).await?;
         let merged = self
@@ -1352,6 +1386,27 @@ impl Git for GitCli {
 
     fn forget<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), GitError>> {
         Box::pin(self.forget_impl(key))
+    }
+
+    fn contains<'a>(
+        &'a self,
+        key: &'a str,
+        tip: &'a str,
+        commit: &'a str,
+    ) -> BoxFuture<'a, Result<bool, GitError>> {
+        Box::pin(async move {
+            let tip = object_id_arg("tip", tip)?;
+            let commit = object_id_arg("commit", commit)?;
+            let mirror = self.existing_mirror(key).await?;
+            let lock = self.lock_for(key);
+            let _held = lock.lock().await;
+            let tip = self.must_resolve(&mirror, &tip).await?;
+            // A commit the mirror lacks after fetching `tip` is not in its history.
+            if self.resolve_commit(&mirror, &commit).await?.is_none() {
+                return Ok(false);
+            }
+            self.is_ancestor(&mirror, &commit, &tip).await
+        })
     }
 
     fn fetched_tip<'a>(

@@ -43,6 +43,14 @@ pub enum Step {
         /// The revert commit.
         commit: String,
     },
+    /// The Rollout left the failed release while its revert commit was recorded but not yet as
+    /// pushed: find out whether the commit is on the remote, and record which.
+    Settle {
+        /// Pod-template hash of the failed release.
+        pod_hash: String,
+        /// The revert commit.
+        commit: String,
+    },
 }
 
 /// Why a revert cannot be made safely; becomes `GitRevertBlocked` with this reason.
@@ -58,6 +66,18 @@ pub struct Blocked {
 /// analysis failed, or that a person aborted asking for the revert (`state: Requested`).
 pub fn next_step(ro: &Rollout) -> Option<Step> {
     let status = ro.status.as_ref()?;
+    if let Some(r) = &status.git_revert
+        && r.state == GitRevertState::Pending
+        && let Some(commit) = &r.revert_commit
+        && status.current_pod_hash.as_deref() != Some(r.pod_hash.as_str())
+    {
+        // Most often the push landed and the sync applied the revert (which also ends the abort)
+        // before the Pushed state was written: a crash or a conflict in between.
+        return Some(Step::Settle {
+            pod_hash: r.pod_hash.clone(),
+            commit: commit.clone(),
+        });
+    }
     if !status.abort {
         // Retried (or never aborted): a revert now would undo what a person chose to try again.
         return None;
@@ -238,6 +258,15 @@ pub enum RevertError {
     },
 }
 
+/// Which Rollout state a revert record may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// The Rollout is still on the failed release.
+    Current,
+    /// The Rollout has left it, and the record of it is still there.
+    Left,
+}
+
 /// Carries out revert steps for the Rollouts of one GitSync.
 pub struct RevertWriter<'a> {
     /// The API client.
@@ -271,7 +300,52 @@ impl RevertWriter<'_> {
                     .unwrap_or_default();
                 self.push(gs, ro, &pod_hash, &commit, &reverted).await
             }
+            Step::Settle { pod_hash, commit } => self.settle(gs, ro, &pod_hash, &commit).await,
         }
+    }
+
+    /// Records whether the revert of a release the Rollout has left is on the remote. It never
+    /// pushes: the Rollout moved on, so a revert not pushed by now is no longer wanted.
+    async fn settle(
+        &self,
+        gs: &GitSync,
+        ro: &Rollout,
+        pod_hash: &str,
+        commit: &str,
+    ) -> Result<Outcome, RevertError> {
+        let Some(branch) = gs.spec.revert_push_branch().map(str::to_string) else {
+            return Ok(Outcome::Idle);
+        };
+        let tip = self
+            .branch_tip(gs, &branch)
+            .await
+            .map_err(RevertError::Git)?;
+        let landed = self
+            .git
+            .contains(self.key, &tip, commit)
+            .await
+            .map_err(RevertError::Git)?;
+        if landed {
+            let reverted = ro
+                .status
+                .as_ref()
+                .and_then(|s| s.git_revert.as_ref())
+                .map(|r| r.reverted_commits.clone())
+                .unwrap_or_default();
+            return self
+                .pushed(ro, pod_hash, commit, &branch, &reverted, Release::Left)
+                .await;
+        }
+        let text = format!(
+            "the Rollout left this release before revert {} reached branch {branch}; it was not pushed",
+            short(commit)
+        );
+        self.write_record(ro, pod_hash, Release::Left, |r| {
+            r.state = GitRevertState::Failed;
+            r.message = Some(text.clone());
+        })
+        .await?;
+        Ok(Outcome::Idle)
     }
 
     fn author(gs: &GitSync) -> Author {
@@ -445,7 +519,11 @@ impl RevertWriter<'_> {
                 .push(self.key, &gs.spec.url, &commit, &branch, self.auth)
                 .await
             {
-                Ok(()) => return self.pushed(ro, pod_hash, &commit, &branch, reverted).await,
+                Ok(()) => {
+                    return self
+                        .pushed(ro, pod_hash, &commit, &branch, reverted, Release::Current)
+                        .await;
+                }
                 Err(GitError::NonFastForward { .. }) => {}
                 // The mirror lost the commit (a new cache): plan again on the remote's tip; if the
                 // revert already landed, that finds nothing left to revert.
@@ -476,7 +554,9 @@ impl RevertWriter<'_> {
                 Err(GitError::NothingToCommit { .. }) => {
                     // The branch already holds the revert: ours landed before a restart, or a
                     // person reverted by hand.
-                    return self.pushed(ro, pod_hash, &commit, &branch, reverted).await;
+                    return self
+                        .pushed(ro, pod_hash, &commit, &branch, reverted, Release::Current)
+                        .await;
                 }
                 Err(GitError::Conflict { files, .. }) => {
                     return self
@@ -522,6 +602,7 @@ impl RevertWriter<'_> {
         commit: &str,
         branch: &str,
         reverted: &[String],
+        release: Release,
     ) -> Result<Outcome, RevertError> {
         let listed = reverted
             .iter()
@@ -540,7 +621,7 @@ impl RevertWriter<'_> {
             .await?;
         self.set_condition(ro, conditions::git_reverted(text.clone(), self.now, None))
             .await?;
-        self.write(ro, pod_hash, |r| {
+        self.write_record(ro, pod_hash, release, |r| {
             r.revert_commit = Some(commit.to_string());
             r.state = GitRevertState::Pushed;
             r.message = None;
@@ -581,8 +662,28 @@ impl RevertWriter<'_> {
         pod_hash: &str,
         change: impl Fn(&mut GitRevertStatus),
     ) -> Result<bool, RevertError> {
+        self.write_record(ro, pod_hash, Release::Current, change)
+            .await
+    }
+
+    /// [`Self::write`], or with [`Release::Left`] a change to the existing record of a release
+    /// the Rollout has left (never a new record, which could replace a newer release's).
+    async fn write_record(
+        &self,
+        ro: &Rollout,
+        pod_hash: &str,
+        release: Release,
+        change: impl Fn(&mut GitRevertStatus),
+    ) -> Result<bool, RevertError> {
         self.update_status(ro, |status| {
-            if status.current_pod_hash.as_deref() != Some(pod_hash) {
+            let on_release = match release {
+                Release::Current => status.current_pod_hash.as_deref() == Some(pod_hash),
+                Release::Left => status
+                    .git_revert
+                    .as_ref()
+                    .is_some_and(|r| r.pod_hash == pod_hash),
+            };
+            if !on_release {
                 return false;
             }
             let entry = status
@@ -843,6 +944,49 @@ mod tests {
                 RolloutStatus {
                     current_pod_hash: Some("good".into()),
                     ..aborted(reasons::ANALYSIS_RUN_FAILED)
+                },
+                None,
+            ),
+            (
+                "the revert synced before its Pushed state was written",
+                {
+                    let mut s = with_revert(
+                        aborted(reasons::ANALYSIS_RUN_FAILED),
+                        GitRevertState::Pending,
+                        Some("r1"),
+                    );
+                    s.abort = false;
+                    s.current_pod_hash = Some("good".into());
+                    s
+                },
+                Some(Step::Settle {
+                    pod_hash: "bad".into(),
+                    commit: "r1".into(),
+                }),
+            ),
+            (
+                "retried by a person after the revert commit was made",
+                RolloutStatus {
+                    abort: false,
+                    ..with_revert(
+                        aborted(reasons::ANALYSIS_RUN_FAILED),
+                        GitRevertState::Pending,
+                        Some("r1"),
+                    )
+                },
+                None,
+            ),
+            (
+                "moved on to a new release before a revert commit was made",
+                {
+                    let mut s = with_revert(
+                        aborted(reasons::ANALYSIS_RUN_FAILED),
+                        GitRevertState::Pending,
+                        None,
+                    );
+                    s.abort = false;
+                    s.current_pod_hash = Some("next".into());
+                    s
                 },
                 None,
             ),
