@@ -110,7 +110,15 @@ pub async fn run(client: Client, settings: Settings) {
     let (reader, writer) = reflector::store();
     let (signal, rollouts_ready) = cache_ready();
     let rollouts = signal_when_listed(
-        reflector::reflector(writer, watcher(ro_api, watcher::Config::default())),
+        reflector::reflector(
+            writer,
+            // The revert writer reads status and annotations, the applier the strategy: the pod
+            // template is most of a Rollout and neither needs it.
+            watcher(ro_api, watcher::Config::default()).modify(|ro: &mut Rollout| {
+                ro.metadata.managed_fields = None;
+                ro.spec.template = Default::default();
+            }),
+        ),
         signal,
     )
     .default_backoff()

@@ -86,7 +86,8 @@ pub async fn run(client: Client) {
     let rs_stream = signal_when_listed(
         reflector::reflector(
             writer,
-            watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+            watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL))
+                .modify(slim_replica_set),
         ),
         rs_signal,
     )
@@ -98,7 +99,8 @@ pub async fn run(client: Client) {
     let run_stream = signal_when_listed(
         reflector::reflector(
             run_writer,
-            watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL)),
+            watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL))
+                .modify(|run: &mut AnalysisRun| run.managed_fields_mut().clear()),
         ),
         run_signal,
     )
@@ -113,20 +115,27 @@ pub async fn run(client: Client) {
         clock: Box::new(jiff::Timestamp::now),
     });
     let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
-    // The Controller never reconciles an object that is gone, so deletions are watched apart, to
-    // drop the deleted Rollout's metric series.
-    let deletions = watcher(rollouts.clone(), watcher::Config::default())
-        .default_backoff()
-        .for_each(|event| async move {
-            if let Ok(watcher::Event::Delete(ro)) = event {
-                crate::telemetry::global().rollout(
-                    &ro.namespace().unwrap_or_default(),
-                    &ro.name_any(),
-                    None,
-                );
-            }
-        });
-    let controller = Controller::new_with(rollouts, watcher::Config::default(), rollout_resource())
+    let ro_writer = reflector::store::Writer::new(rollout_resource());
+    let ro_reader = ro_writer.as_reader();
+    // The reconcile reads each Rollout fresh, so the cache keeps only what names it. Deletions are
+    // picked off the same watch (the Controller never reconciles an object that is gone) to drop
+    // the deleted Rollout's metric series.
+    let rollout_stream = reflector::reflector(
+        ro_writer,
+        watcher(rollouts, watcher::Config::default()).modify(name_only),
+    )
+    .inspect(|event| {
+        if let Ok(watcher::Event::Delete(ro)) = event {
+            crate::telemetry::global().rollout(
+                &ro.namespace().unwrap_or_default(),
+                &ro.name_any(),
+                None,
+            );
+        }
+    })
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream_with(rollout_stream, ro_reader, rollout_resource())
         .owns_stream_with(rs_stream, ())
         .owns_stream_with(run_stream, ())
         .run(
@@ -139,8 +148,24 @@ pub async fn run(client: Client) {
                 tracing::debug!(error = %e, "rollout reconcile failed");
             }
         });
-    // Both end together, so a cancelled controller leaves no watch behind.
-    futures::future::join(controller, deletions).await;
+    controller.await;
+}
+
+/// What the controller's cache keeps of a Rollout: its name, namespace and identity, for triggers.
+fn name_only(ro: &mut DynamicObject) {
+    ro.data = serde_json::Value::Null;
+    let meta = &mut ro.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.labels = None;
+}
+
+/// What the controller reads of a ReplicaSet: not its pod template, which is most of it.
+fn slim_replica_set(rs: &mut ReplicaSet) {
+    rs.metadata.managed_fields = None;
+    if let Some(spec) = rs.spec.as_mut() {
+        spec.template = None;
+    }
 }
 
 fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
