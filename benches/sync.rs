@@ -88,6 +88,13 @@ struct Sample {
 }
 
 fn main() {
+    // `WEIR_BENCH_LOG=weir=debug` shows where the in-process controller spends its time.
+    if let Ok(filter) = std::env::var("WEIR_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     let scale = if bench {
         Scale {

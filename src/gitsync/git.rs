@@ -713,7 +713,13 @@ impl GitCli {
                 tokio::join!(write, read_stdout, read_stderr, child_ref.wait());
             (out, err, status)
         };
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(self.timeout, run).await;
+        tracing::debug!(
+            command = %invocation.args.first().map(|a| a.to_string_lossy()).unwrap_or_default(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "git finished"
+        );
         match outcome {
             Ok((out, err, status)) => {
                 let io = |source| GitError::Io {
