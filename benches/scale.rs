@@ -82,15 +82,8 @@ impl Plan {
 }
 
 fn main() {
+    // Without `--bench` (as `cargo test --all-targets` runs it), a small smoke run.
     let bench = std::env::args().any(|a| a == "--bench");
-    // `test = false` does not keep a bench out of `cargo test --all-targets`, and the smoke run can
-    // still wait forever on its reaction part (issue H), so without `--bench` it does nothing yet.
-    if !bench {
-        println!(
-            "scale bench: smoke run skipped until its reaction part finishes reliably (issue H)"
-        );
-        return;
-    }
     let plan = if bench { Plan::bench() } else { Plan::smoke() };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1026,8 +1019,19 @@ impl Reactions {
     }
 }
 
-/// (stable, canary) weight of each route, by route name, as a watch sees them, with when it saw them.
-type RouteWeights = HashMap<String, ((i64, i64), Instant)>;
+/// Each route's (stable, canary) weights as a watch sees them, by route name.
+type RouteWeights = HashMap<String, SeenWeights>;
+
+/// What a route watch saw of one route.
+#[derive(Debug, Clone, Copy)]
+struct SeenWeights {
+    weights: (i64, i64),
+    /// When the weights last changed.
+    since: Instant,
+    /// Whether the canary ever had weight: a release can go to 80/20 and back between two looks at
+    /// a `watch` channel, which only keeps the latest value.
+    had_canary: bool,
+}
 
 fn route_weights(route: &Value) -> Option<(i64, i64)> {
     let refs = route["spec"]["rules"][0]["backendRefs"].as_array()?;
@@ -1151,8 +1155,22 @@ async fn reaction(samples: usize) -> Reactions {
             let seen = Instant::now();
             let name = obj.metadata.name.clone().unwrap_or_default();
             if let Some(w) = route_weights(&obj.data) {
-                weights_tx.send_modify(|m| {
-                    m.insert(name, (w, seen));
+                weights_tx.send_if_modified(|m| {
+                    let had_canary = m.get(&name).is_some_and(|s| s.had_canary) || w.1 > 0;
+                    match m.get(&name) {
+                        Some(s) if s.weights == w => false,
+                        _ => {
+                            m.insert(
+                                name,
+                                SeenWeights {
+                                    weights: w,
+                                    since: seen,
+                                    had_canary,
+                                },
+                            );
+                            true
+                        }
+                    }
                 });
             }
         }
@@ -1173,22 +1191,19 @@ async fn reaction(samples: usize) -> Reactions {
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect("release");
-        let all_at = |m: &RouteWeights, want: (i64, i64)| {
-            routes
-                .iter()
-                .all(|r| m.get(r).is_some_and(|(w, _)| *w == want))
+        let back_at_stable = |m: &RouteWeights| {
+            routes.iter().all(|r| {
+                m.get(r)
+                    .is_some_and(|s| s.had_canary && s.weights == (100, 0))
+            })
         };
-        tokio::time::timeout(WAIT, weights.wait_for(|m| all_at(m, (80, 20))))
+        let last = tokio::time::timeout(WAIT, weights.wait_for(back_at_stable))
             .await
-            .expect("routes at 80/20")
-            .expect("route watch");
-        let last = tokio::time::timeout(WAIT, weights.wait_for(|m| all_at(m, (100, 0))))
-            .await
-            .expect("routes back at 100/0")
+            .expect("routes at 80/20, then back at 100/0")
             .expect("route watch")
             .iter()
             .filter(|(r, _)| routes.contains(r))
-            .map(|(_, (_, at))| *at)
+            .map(|(_, s)| s.since)
             .max()
             .expect("route times");
         let failed = failed_at
@@ -1215,12 +1230,12 @@ async fn reaction(samples: usize) -> Reactions {
             .expect("floor write");
         let seen = tokio::time::timeout(
             WAIT,
-            weights.wait_for(|m| m.get("floor").is_some_and(|(w, _)| w.1 == canary)),
+            weights.wait_for(|m| m.get("floor").is_some_and(|s| s.weights.1 == canary)),
         )
         .await
         .expect("floor write seen")
         .expect("route watch")["floor"]
-            .1;
+            .since;
         let at = committed.lock().expect("commits")[&("floor".to_string(), canary)];
         out.floor.push(seen.saturating_duration_since(at));
         // The next write must be a change.
