@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, repo_root, wait_for};
+use support::{Cluster, api, apply, wait_for};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -30,10 +30,7 @@ fn rollout(image: &str) -> Value {
 /// asks `address` every second, 30 times, tolerating two errors in a row.
 async fn world(tag: &str, address: &str) -> (Cluster, Vec<tokio::task::JoinHandle<()>>) {
     let c = Cluster::start(tag).await;
-    for dir in ["crds", "e2e/crds"] {
-        c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
-            .await;
-    }
+    c.install_crds().await;
     let tasks = vec![
         tokio::spawn(weir::rollout::controller::run(c.client())),
         tokio::spawn(weir::analysis::controller::run(c.client())),

@@ -100,6 +100,30 @@ impl Cluster {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.emulator.url())
     }
+
+    /// Applies weir's CRDs and the test CRDs for HTTPRoute and VirtualService (`e2e/crds`) with
+    /// kubectl.
+    pub async fn install_crds(&self) {
+        for dir in ["crds", "e2e/crds"] {
+            self.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
+                .await;
+        }
+    }
+}
+
+/// `weir run` against the cluster `kubeconfig` names, as a separate process killed on drop, with
+/// its Git cache in `cache_dir` and the test's kubectl; callers add flags, environment and stdio.
+pub fn weir_run_command(kubeconfig: &Path, cache_dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.arg("run")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--kubectl")
+        .arg(kubectl_path())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// The kubectl to drive: $WEIR_KUBECTL, else kubectl v1.32 from the Cloud SDK layout, else `kubectl`.
