@@ -10,10 +10,10 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::canary_app::{WEB, prometheus_template};
+use crate::canary_app::WEB;
 use crate::git_remote::{Daemon, Fixture};
 use crate::harness::{Env, HTTP_ROUTE, V1, V2, WAIT, announced_line, services};
-use crate::prometheus::Prometheus;
+use crate::prometheus::{Prometheus, error_rate_template};
 use crate::support::wait_for;
 
 /// The app version each image runs: its tag, which is how `weir demo-load` finds the process.
@@ -49,7 +49,7 @@ fn files(image: &str, version: &str, prometheus: &str) -> Vec<(&'static str, Str
         ("apps/web/route.yaml", HTTP_ROUTE.to_owned()),
         (
             "apps/web/analysis.yaml",
-            prometheus_template(prometheus, "10s", "5s"),
+            error_rate_template(prometheus, "10s", "5s"),
         ),
     ]
 }

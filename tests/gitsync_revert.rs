@@ -15,7 +15,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use canary_app::{WEB, error_rate_server, prometheus_template};
+use canary_app::{WEB, error_rate_server};
 use git_remote::{Fixture, HttpRemote};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -163,7 +163,7 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
     let prom = prometheus::Prometheus::scraping(&target).await;
     prom.wait_for_scrapes().await;
     let world = World::new("revert-loop").await;
-    let template = prometheus_template(&prom.url(), "5s", "3s");
+    let template = prometheus::error_rate_template(&prom.url(), "5s", "3s");
     let good = world
         .fx
         .commit_owned("web good", &app_files("good", &template));

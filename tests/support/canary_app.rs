@@ -124,18 +124,6 @@ pub fn web_template(base: &str, count: u32, bearer_from_secret: bool) -> String 
     )
 }
 
-/// Template `error-rate`: three measurements a second apart, after `initial_delay`, of the share of
-/// `args.version`'s requests that Prometheus at `address` counted as 5xx over `window`, failing on
-/// the first above 5%.
-pub fn prometheus_template(address: &str, window: &str, initial_delay: &str) -> String {
-    let query = format!(
-        r#"(sum(rate(http_requests_total{{version="{{{{args.version}}}}",code=~"5.."}}[{window}])) or vector(0)) / sum(rate(http_requests_total{{version="{{{{args.version}}}}"}}[{window}]))"#
-    );
-    format!(
-        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 3\n    initialDelay: {initial_delay}\n    failureLimit: 0\n    successCondition: \"result[0] < 0.05\"\n    provider:\n      prometheus:\n        address: {address}\n        query: '{query}'\n"
-    )
-}
-
 /// Serves `GET /rate/{version}` on a free loopback port: `{"errorRate": 0.5}` for version `bad`,
 /// 0 for every other. With `token`, a request without `Authorization: Bearer <token>` gets 401.
 /// Returns the base URL and the server's task.

@@ -257,3 +257,42 @@ pub async fn apply(a: &kube::Api<kube::api::DynamicObject>, obj: serde_json::Val
     .await
     .unwrap_or_else(|e| panic!("apply {name}: {e}"));
 }
+
+/// Applies Services `web-stable` and `web-canary` (both selecting `app: web`) and HTTPRoute `web`
+/// sending everything to stable; with `stable_weight` None the stable backend's weight is left
+/// unset.
+pub async fn apply_web_network(c: &Cluster, stable_weight: Option<i64>) {
+    let svc = api(c, "", "v1", "Service", "services");
+    for n in ["web-stable", "web-canary"] {
+        apply(&svc, serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
+    }
+    let mut stable = serde_json::json!({"name": "web-stable", "port": 80});
+    if let Some(weight) = stable_weight {
+        stable["weight"] = weight.into();
+    }
+    apply(&api(c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [stable, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
+}
+
+/// The status of Rollout `web` in `default` (Null while there is none).
+pub async fn web_status(c: &Cluster) -> serde_json::Value {
+    api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
+        .get("web")
+        .await
+        .map(|r| r.data["status"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits up to `timeout` until Rollout `web`'s status satisfies `f`; returns that status.
+pub async fn wait_web_status(
+    c: &Cluster,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(what, timeout, || async {
+        let s = web_status(c).await;
+        f(&s).then_some(s)
+    })
+    .await
+}
