@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, apply_web_network, wait_for, wait_web_status};
+use support::{Cluster, api, apply, apply_web_network, wait_for, wait_web_status, web_route_rules};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -63,17 +63,7 @@ async fn assert_back_on_stable(c: &Cluster, stable: &str) {
     assert_eq!(run_phase(c).await.as_deref(), Some("Error"));
     assert_eq!(s["stableRS"], stable, "never promoted");
     assert_eq!(s["weights"]["canary"], 0);
-    let route = api(
-        c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap();
-    let canary = route.data["spec"]["rules"][0]["backendRefs"]
+    let canary = web_route_rules(c).await[0]["backendRefs"]
         .as_array()
         .unwrap()
         .iter()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, apply_web_network, kubectl_path, wait_for};
+use support::{Cluster, apply_web_network, kubectl_path, wait_for, web_route_rules};
 
 const NS: &str = "default";
 
@@ -174,17 +174,7 @@ async fn wait_status(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Val
 
 /// The canary weight on the HTTPRoute.
 async fn route_canary_weight(c: &Cluster) -> i64 {
-    let route = api(
-        c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap();
-    route.data["spec"]["rules"][0]["backendRefs"]
+    web_route_rules(c).await[0]["backendRefs"]
         .as_array()
         .unwrap()
         .iter()

@@ -274,6 +274,22 @@ pub async fn apply_web_network(c: &Cluster, stable_weight: Option<i64>) {
         "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [stable, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
 }
 
+/// The `spec.rules` of HTTPRoute `web` in `default`; panics when there is none.
+pub async fn web_route_rules(c: &Cluster) -> serde_json::Value {
+    api(
+        c,
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+    )
+    .get("web")
+    .await
+    .unwrap()
+    .data["spec"]["rules"]
+        .clone()
+}
+
 /// The status of Rollout `web` in `default` (Null while there is none).
 pub async fn web_status(c: &Cluster) -> serde_json::Value {
     api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
