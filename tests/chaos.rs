@@ -43,7 +43,7 @@ use canary_app::{Canary, error_rate_server, web_template};
 use git_remote::{Fixture, HttpRemote};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{Cluster, repo_root, wait_for, weir_run_command};
+use support::{Cluster, api, apply, repo_root, wait_for, weir_run_command};
 use tokio::io::AsyncBufReadExt;
 use weir::emulator::resources::ResourceKey;
 use weir::emulator::{EmulatorConfig, FaultConfig, Store};
@@ -423,14 +423,7 @@ async fn chaos(seed: u64) {
     let gs = json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync", "metadata": {"name": "apps", "namespace": NS},
         "spec": {"url": remote.url("apps.git"), "ref": {"branch": "main"}, "path": "apps", "interval": "2s", "prune": true,
                  "revert": {"author": {"name": "weir bot", "email": "bot@weir.example"}}}});
-    Api::<weir::api::GitSync>::namespaced(c.client(), NS)
-        .patch(
-            "apps",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&gs),
-        )
-        .await
-        .expect("create GitSync");
+    apply(&api(&c, "weir.io", "v1alpha1", "GitSync", "gitsyncs"), gs).await;
     let mut weir = Weir::start(&c.kubeconfig, fx.dir.path()).await;
     let first_hashes: BTreeMap<String, String> =
         wait_for("all 100 apps Healthy at v1", SETTLE, || async {

@@ -20,7 +20,7 @@ use git_remote::{Fixture, HttpRemote};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, kubectl_path, wait_for, weir_run_command};
+use support::{Cluster, api, apply, kubectl_path, wait_for, weir_run_command};
 use weir::api::conditions;
 use weir::api::rollout::{GitRevertState, Rollout, RolloutPhase, RolloutStatus};
 use weir::gitsync::controller::Settings;
@@ -73,14 +73,11 @@ impl World {
         let gs = json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync", "metadata": {"name": "apps", "namespace": NS},
             "spec": {"url": self.remote.url("apps.git"), "ref": {"branch": "main"}, "path": "apps", "interval": "1s", "prune": true,
                      "revert": {"author": {"name": "weir bot", "email": "bot@weir.example"}}}});
-        let api: Api<weir::api::GitSync> = Api::namespaced(self.c.client(), NS);
-        api.patch(
-            "apps",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&gs),
+        apply(
+            &api(&self.c, "weir.io", "v1alpha1", "GitSync", "gitsyncs"),
+            gs,
         )
-        .await
-        .expect("create GitSync");
+        .await;
     }
 
     fn settings(&self) -> Settings {
