@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, apply_web_network, web_status};
+use support::{Cluster, api, apply, apply_web_network, web_route_rules, web_status};
 
 fn rollout(version: &str) -> Value {
     json!({
@@ -123,18 +123,7 @@ async fn a_canary_with_a_high_error_rate_aborts_at_the_analysis_step() {
         "the run message has the measured value: {run}"
     );
     assert_measurements_explain_the_decision(&run, "Failed");
-    let rules = api(
-        &c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap()
-    .data["spec"]["rules"]
-        .clone();
+    let rules = web_route_rules(&c).await;
     assert_eq!(
         rules[0]["backendRefs"][1]["weight"], 0,
         "route back on stable"
