@@ -15,12 +15,14 @@
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does a two-run smoke test and exits.
 
+mod crds;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crds::TestCrds;
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
@@ -96,31 +98,6 @@ async fn apply(api: &Api<DynamicObject>, obj: Value) {
     )
     .await
     .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-/// weir's CRDs and the test CRDs for HTTPRoute and VirtualService.
-async fn install_crds(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut crds = weir::api::crds::all();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/crds");
-    for entry in std::fs::read_dir(&dir).expect("e2e/crds") {
-        let path = entry.expect("e2e/crds entry").path();
-        let yaml = std::fs::read_to_string(&path).expect("read CRD");
-        crds.push(
-            serde_saphyr::from_str(&yaml)
-                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display())),
-        );
-    }
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
-    }
 }
 
 fn rollout(image: &str) -> Value {
@@ -271,7 +248,7 @@ async fn run(runs: usize) -> Vec<Sample> {
     .await
     .expect("start emulator");
     let client = kube::Client::try_from(emulator.kube_config()).expect("client");
-    install_crds(&client).await;
+    crds::install(&client, TestCrds::Included).await;
     create_routes(&client).await;
 
     let (weights_tx, mut weights) = watch::channel(RouteWeights::new());

@@ -17,6 +17,8 @@
 //! Without `--bench` (as `cargo test --all-targets` runs it) every part runs once, tiny, against
 //! the debug `weir` binary, and the table is printed all the same.
 
+mod crds;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crds::TestCrds;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
@@ -276,7 +278,7 @@ impl Cluster {
         .await
         .expect("start emulator");
         let client = kube::Client::try_from(emulator.kube_config()).expect("client");
-        install_crds(&client).await;
+        crds::install(&client, TestCrds::Included).await;
         for k in 0..NAMESPACES {
             let api: Api<DynamicObject> = Api::all_with(
                 client.clone(),
@@ -333,31 +335,6 @@ fn http_routes() -> ApiResource {
 
 fn services() -> ApiResource {
     resource("", "v1", "Service", "services")
-}
-
-/// weir's CRDs and the test CRDs for HTTPRoute and VirtualService.
-async fn install_crds(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut crds = weir::api::crds::all();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/crds");
-    for entry in std::fs::read_dir(&dir).expect("e2e/crds") {
-        let path = entry.expect("e2e/crds entry").path();
-        let yaml = std::fs::read_to_string(&path).expect("read CRD");
-        crds.push(
-            serde_saphyr::from_str(&yaml)
-                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display())),
-        );
-    }
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
-    }
 }
 
 /// The canary steps every scale Rollout walks: two weights, each followed by a 0-second pause.

@@ -24,6 +24,7 @@
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does one small run and exits.
 
+mod crds;
 #[path = "../tests/support/git_remote.rs"]
 mod git_remote;
 #[path = "../tests/support/mod.rs"]
@@ -34,9 +35,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crds::TestCrds;
 use futures::{StreamExt, TryStreamExt};
 use git_remote::{Daemon, Fixture, run_git};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -253,17 +254,7 @@ async fn cluster(tag: &str) -> Cluster {
         },
     )
     .await;
-    let api: Api<CustomResourceDefinition> = Api::all(c.client());
-    for crd in weir::api::crds::all() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("install CRD {name}: {e}"));
-    }
+    crds::install(&c.client(), TestCrds::Excluded).await;
     c
 }
 

@@ -10,9 +10,10 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use crate::canary_app::WEB;
 use crate::git_remote::{Daemon, Fixture};
 use crate::harness::{Env, HTTP_ROUTE, V1, V2, WAIT, announced_line, services};
-use crate::prometheus::Prometheus;
+use crate::prometheus::{Prometheus, error_rate_template};
 use crate::support::wait_for;
 
 /// The app version each image runs: its tag, which is how `weir demo-load` finds the process.
@@ -37,73 +38,20 @@ async fn app(version: &str, error_rate: f64) -> (Child, String) {
     (child, addr)
 }
 
+/// The app in Git: Rollout `web` running `image`, whose analysis asks `prometheus` about `version`.
 fn files(image: &str, version: &str, prometheus: &str) -> Vec<(&'static str, String)> {
-    let rollout = format!(
-        r#"apiVersion: weir.io/v1alpha1
-kind: Rollout
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      containers:
-      - name: web
-        image: {image}
-  strategy:
-    canary:
-      stableService: web-stable
-      canaryService: web-canary
-      scaleDownDelaySeconds: 1
-      abortScaleDownDelaySeconds: 1
-      trafficRouting:
-        gatewayAPI:
-          httpRoutes:
-          - name: web
-      steps:
-      - setWeight: 50
-      - analysis:
-          templates:
-          - templateName: error-rate
-          args:
-          - name: version
-            value: "{version}"
-      - setWeight: 100
-"#
-    );
-    let query = r#"(sum(rate(http_requests_total{version="{{args.version}}",code=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{version="{{args.version}}"}[10s]))"#;
-    let template = format!(
-        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 3\n    initialDelay: 5s\n    failureLimit: 0\n    successCondition: \"result[0] < 0.05\"\n    provider:\n      prometheus:\n        address: {prometheus}\n        query: '{query}'\n"
-    );
     vec![
-        ("apps/web/rollout.yaml", rollout),
+        ("apps/web/rollout.yaml", WEB.rollout_yaml(image, version)),
         (
             "apps/web/services.yaml",
             services(&["web-stable", "web-canary"]),
         ),
         ("apps/web/route.yaml", HTTP_ROUTE.to_owned()),
-        ("apps/web/analysis.yaml", template),
+        (
+            "apps/web/analysis.yaml",
+            error_rate_template(prometheus, "10s", "5s"),
+        ),
     ]
-}
-
-fn commit(fx: &Fixture, message: &str, files: &[(&'static str, String)]) -> String {
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    fx.commit(message, &refs)
-}
-
-/// Commits on the remote's main after `base`: (sha, full message).
-fn commits_after(fx: &Fixture, base: &str) -> Vec<(String, String)> {
-    fx.remote_git(&["log", "--format=%H%x1f%B%x1e", &format!("{base}..main")])
-        .split('\u{1e}')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .filter_map(|e| e.split_once('\u{1f}'))
-        .map(|(sha, msg)| (sha.to_owned(), msg.to_owned()))
-        .collect()
 }
 
 /// The value of a one-element instant vector, or None while Prometheus has no answer.
@@ -151,7 +99,7 @@ async fn canary_rollback_with_git_revert() {
 
     let fx = Fixture::new("e2e-rollback");
     let daemon = Daemon::start(&fx.served).await;
-    let good = commit(&fx, "web 3.9", &files(V1, GOOD, &prometheus.url()));
+    let good = fx.commit_owned("web 3.9", &files(V1, GOOD, &prometheus.url()));
     env.apply(&format!(
         "apiVersion: weir.io/v1alpha1\nkind: GitSync\nmetadata:\n  name: apps\nspec:\n  url: {}\n  ref: {{branch: main}}\n  path: apps\n  interval: 1s\n  prune: true\n  revert:\n    author: {{name: weir bot, email: bot@weir.example}}\n",
         daemon.url("apps.git")
@@ -165,7 +113,7 @@ async fn canary_rollback_with_git_revert() {
         .await;
     let stable_hash = stable["stableRS"].as_str().expect("stableRS").to_owned();
 
-    let bad = commit(&fx, "web 3.10", &files(V2, BAD, &prometheus.url()));
+    let bad = fx.commit_owned("web 3.10", &files(V2, BAD, &prometheus.url()));
     let aborted = env
         .wait_status("the release aborted by its failed analysis", |s| {
             s["abort"] == true && progressing_reason(s) == Some("AnalysisRunFailed")
@@ -218,7 +166,7 @@ async fn canary_rollback_with_git_revert() {
     .await;
 
     let reverts = wait_for("weir's revert commit on the remote", WAIT, || async {
-        let after = commits_after(&fx, &bad);
+        let after = fx.commits_after(&bad);
         (!after.is_empty()).then_some(after)
     })
     .await;
@@ -229,7 +177,7 @@ async fn canary_rollback_with_git_revert() {
                 && s["gitRevert"]["state"] == "Pushed"
         })
         .await;
-    let reverts_now = commits_after(&fx, &bad);
+    let reverts_now = fx.commits_after(&bad);
     assert_eq!(reverts_now, reverts, "exactly one revert commit");
     let [(revert, message)] = reverts_now.as_slice() else {
         panic!("expected one revert commit after {bad}, found {reverts_now:?}");

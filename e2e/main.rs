@@ -3,6 +3,8 @@
 //! emulator` or the `KUBECONFIG` cluster, `weir run`, kubectl, `kubectl weir`, `git daemon`,
 //! Prometheus, the simulated app), and asserts what a user sees. See e2e/README.md.
 
+#[path = "../tests/support/canary_app.rs"]
+mod canary_app;
 #[path = "../tests/support/git_remote.rs"]
 mod git_remote;
 #[path = "../tests/support/prometheus.rs"]

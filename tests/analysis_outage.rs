@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, repo_root, wait_for};
+use support::{Cluster, api, apply, apply_web_network, wait_for, wait_web_status, web_route_rules};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -30,21 +30,13 @@ fn rollout(image: &str) -> Value {
 /// asks `address` every second, 30 times, tolerating two errors in a row.
 async fn world(tag: &str, address: &str) -> (Cluster, Vec<tokio::task::JoinHandle<()>>) {
     let c = Cluster::start(tag).await;
-    for dir in ["crds", "e2e/crds"] {
-        c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
-            .await;
-    }
+    c.install_crds().await;
     let tasks = vec![
         tokio::spawn(weir::rollout::controller::run(c.client())),
         tokio::spawn(weir::analysis::controller::run(c.client())),
     ];
-    let svc = api(&c, "", "v1", "Service", "services");
-    for n in ["web-stable", "web-canary"] {
-        apply(&svc, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
-    }
-    apply(&api(&c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
-    let query = "(sum(rate(http_requests_total{version=\"{{args.version}}\",code=~\"5..\"}[5s])) or vector(0)) / sum(rate(http_requests_total{version=\"{{args.version}}\"}[5s]))";
+    apply_web_network(&c, None).await;
+    let query = prometheus::error_rate_query("5s");
     apply(&api(&c, "weir.io", "v1alpha1", "AnalysisTemplate", "analysistemplates"), json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisTemplate",
         "metadata": {"name": "error-rate"},
         "spec": {"args": [{"name": "version"}],
@@ -52,22 +44,6 @@ async fn world(tag: &str, address: &str) -> (Cluster, Vec<tokio::task::JoinHandl
                 "successCondition": "result[0] < 0.05",
                 "provider": {"prometheus": {"address": address, "query": query, "timeout": "1s"}}}]}})).await;
     (c, tasks)
-}
-
-async fn status(c: &Cluster) -> Value {
-    api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
-        .get("web")
-        .await
-        .map(|r| r.data["status"].clone())
-        .unwrap_or(Value::Null)
-}
-
-async fn wait_status(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    wait_for(what, WAIT, || async {
-        let s = status(c).await;
-        f(&s).then_some(s)
-    })
-    .await
 }
 
 async fn run_phase(c: &Cluster) -> Option<String> {
@@ -80,24 +56,14 @@ async fn run_phase(c: &Cluster) -> Option<String> {
 
 /// Aborted on an Error run, traffic on stable, and the stable revision still the old one.
 async fn assert_back_on_stable(c: &Cluster, stable: &str) {
-    let s = wait_status(c, "aborted by the analysis error", |s| {
+    let s = wait_web_status(c, "aborted by the analysis error", WAIT, |s| {
         s["abort"] == true && s["phase"] == "Degraded"
     })
     .await;
     assert_eq!(run_phase(c).await.as_deref(), Some("Error"));
     assert_eq!(s["stableRS"], stable, "never promoted");
     assert_eq!(s["weights"]["canary"], 0);
-    let route = api(
-        c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap();
-    let canary = route.data["spec"]["rules"][0]["backendRefs"]
+    let canary = web_route_rules(c).await[0]["backendRefs"]
         .as_array()
         .unwrap()
         .iter()
@@ -114,7 +80,7 @@ async fn prometheus_going_away_mid_analysis_aborts_and_never_promotes() {
     let (c, _tasks) = world("outage-prom", &prom.url()).await;
     let ro = api(&c, "weir.io", "v1alpha1", "Rollout", "rollouts");
     apply(&ro, rollout("web:1")).await;
-    let first = wait_status(&c, "web:1 Healthy", |s| s["phase"] == "Healthy").await;
+    let first = wait_web_status(&c, "web:1 Healthy", WAIT, |s| s["phase"] == "Healthy").await;
     let stable = first["stableRS"].as_str().unwrap().to_string();
 
     apply(&ro, rollout("web:2")).await;
@@ -149,7 +115,7 @@ async fn a_prometheus_slower_than_the_timeout_aborts_and_never_promotes() {
     let (c, _tasks) = world("outage-slow", &address).await;
     let ro = api(&c, "weir.io", "v1alpha1", "Rollout", "rollouts");
     apply(&ro, rollout("web:1")).await;
-    let first = wait_status(&c, "web:1 Healthy", |s| s["phase"] == "Healthy").await;
+    let first = wait_web_status(&c, "web:1 Healthy", WAIT, |s| s["phase"] == "Healthy").await;
     let stable = first["stableRS"].as_str().unwrap().to_string();
     apply(&ro, rollout("web:2")).await;
     assert_back_on_stable(&c, &stable).await;

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, repo_root};
+use support::{Cluster, api, apply, apply_web_network, web_route_rules, web_status};
 
 fn rollout(version: &str) -> Value {
     json!({
@@ -34,26 +34,14 @@ async fn setup(
     let prom = prometheus::Prometheus::scraping(&target).await;
     prom.wait_for_scrapes().await;
     let c = Cluster::start(tag).await;
-    c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
-        .await;
-    c.kubectl_ok(&[
-        "apply",
-        "-f",
-        repo_root().join("e2e/crds").to_str().unwrap(),
-    ])
-    .await;
+    c.install_crds().await;
     let tasks = vec![
         app,
         tokio::spawn(weir::rollout::controller::run(c.client())),
         tokio::spawn(weir::analysis::controller::run(c.client())),
     ];
-    let svc = api(&c, "", "v1", "Service", "services");
-    for n in ["web-stable", "web-canary"] {
-        apply(&svc, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
-    }
-    apply(&api(&c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
-    let query = "(sum(rate(http_requests_total{version=\"{{args.version}}\",code=~\"5..\"}[5s])) or vector(0)) / sum(rate(http_requests_total{version=\"{{args.version}}\"}[5s]))";
+    apply_web_network(&c, None).await;
+    let query = prometheus::error_rate_query("5s");
     apply(&api(&c, "weir.io", "v1alpha1", "AnalysisTemplate", "analysistemplates"), json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisTemplate",
         "metadata": {"name": "error-rate"},
         "spec": {"args": [{"name": "version"}],
@@ -63,18 +51,10 @@ async fn setup(
     (c, prom, tasks)
 }
 
-async fn status(c: &Cluster) -> Value {
-    api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
-        .get("web")
-        .await
-        .map(|r| r.data["status"].clone())
-        .unwrap_or(Value::Null)
-}
-
 async fn wait_phase(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let s = status(c).await;
+        let s = web_status(c).await;
         if f(&s) {
             return s;
         }
@@ -143,18 +123,7 @@ async fn a_canary_with_a_high_error_rate_aborts_at_the_analysis_step() {
         "the run message has the measured value: {run}"
     );
     assert_measurements_explain_the_decision(&run, "Failed");
-    let rules = api(
-        &c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap()
-    .data["spec"]["rules"]
-        .clone();
+    let rules = web_route_rules(&c).await;
     assert_eq!(
         rules[0]["backendRefs"][1]["weight"], 0,
         "route back on stable"

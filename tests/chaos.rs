@@ -28,6 +28,8 @@
 //! when watches are dropped (and seeds the emulator's fault dice); the processes' interleaving is not
 //! deterministic, so a seed reproduces the schedule, not every byte.
 
+#[path = "support/canary_app.rs"]
+mod canary_app;
 #[path = "support/git_remote.rs"]
 mod git_remote;
 mod support;
@@ -37,11 +39,11 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::Path as UrlPath;
+use canary_app::{Canary, error_rate_server, web_template};
 use git_remote::{Fixture, HttpRemote};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::{Cluster, kubectl_path, repo_root, wait_for};
+use support::{Cluster, api, apply, repo_root, wait_for, weir_run_command};
 use tokio::io::AsyncBufReadExt;
 use weir::emulator::resources::ResourceKey;
 use weir::emulator::{EmulatorConfig, FaultConfig, Store};
@@ -62,85 +64,26 @@ fn app_name(i: usize) -> String {
     format!("app-{i:02}")
 }
 
-/// The Rollout of app `name` at image tag `version`: canary 50% then an analysis judging `version`.
+/// App `name`'s canary: 50%, then an analysis judging the version; one replica, scaled down at once.
+fn canary(name: &str) -> Canary<'_> {
+    Canary {
+        name,
+        container: "app",
+        replicas: 1,
+        scale_down_delay_seconds: 0,
+        full_weight_step: false,
+    }
+}
+
+/// The Rollout of app `name` at image tag `version`.
 fn rollout_yaml(name: &str, version: &str) -> String {
-    format!(
-        r#"apiVersion: weir.io/v1alpha1
-kind: Rollout
-metadata:
-  name: {name}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      containers:
-      - name: app
-        image: {name}:{version}
-  strategy:
-    canary:
-      stableService: {name}-stable
-      canaryService: {name}-canary
-      scaleDownDelaySeconds: 0
-      abortScaleDownDelaySeconds: 0
-      trafficRouting:
-        gatewayAPI:
-          httpRoutes:
-          - name: {name}
-      steps:
-      - setWeight: 50
-      - analysis:
-          templates:
-          - templateName: error-rate
-          args:
-          - name: version
-            value: "{version}"
-"#
-    )
+    canary(name).rollout_yaml(&format!("{name}:{version}"), version)
 }
 
 /// The Services and the HTTPRoute of app `name`; they do not change between releases.
 fn network_yaml(name: &str) -> String {
-    let services = ["stable", "canary"]
-        .map(|role| {
-            format!(
-                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}-{role}\nspec:\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n"
-            )
-        })
-        .join("---\n");
-    format!(
-        "{services}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\nspec:\n  rules:\n  - backendRefs:\n    - name: {name}-stable\n      port: 80\n      weight: 100\n    - name: {name}-canary\n      port: 80\n      weight: 0\n"
-    )
-}
-
-/// One template for every app: the error rate the loopback endpoint reports for a version.
-fn template_yaml(base: &str) -> String {
-    format!(
-        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 1\n    failureLimit: 0\n    successCondition: \"result < 0.05\"\n    provider:\n      web:\n        url: {base}/rate/{{{{args.version}}}}\n        jsonPath: \"{{$.errorRate}}\"\n"
-    )
-}
-
-/// The analysis' metric source: version `bad` has a 50% error rate, every other version none.
-async fn error_rate_server() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = axum::Router::new().route(
-        "/rate/{version}",
-        axum::routing::get(|UrlPath(version): UrlPath<String>| async move {
-            let rate = if version == "bad" { 0.5 } else { 0.0 };
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                json!({"errorRate": rate}).to_string(),
-            )
-        }),
-    );
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (base, task)
+    let app = canary(name);
+    format!("{}---\n{}", app.services_yaml(), app.route_yaml())
 }
 
 /// One change the store committed, as the observer saw it.
@@ -246,20 +189,12 @@ impl Weir {
         n: usize,
     ) -> tokio::process::Child {
         let stderr = std::fs::File::create(logs.join(format!("weir-{n}.log"))).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"));
-        cmd.arg("run")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--cache-dir")
-            .arg(cache)
-            .arg("--kubectl")
-            .arg(kubectl_path())
-            .arg("--metrics-addr")
+        let mut cmd = weir_run_command(kubeconfig, cache);
+        cmd.arg("--metrics-addr")
             .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true);
+            .stderr(stderr);
         // Warnings include a reconcile that fails over and over, which a stuck run needs explained.
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
@@ -462,20 +397,17 @@ async fn chaos(seed: u64) {
         },
     )
     .await;
-    for dir in ["crds", "e2e/crds"] {
-        c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
-            .await;
-    }
+    c.install_crds().await;
     let store = Arc::clone(&c.emulator.app.store);
     let observer = Observer::start(Arc::clone(&store));
-    let (base, _rates) = error_rate_server().await;
+    let (base, _rates) = error_rate_server(None).await;
     let fx = Fixture::new("chaos");
     let remote = HttpRemote::open(&fx.served).await;
 
     // Every app's first revision, in one commit.
     let names: Vec<String> = (0..APPS).map(app_name).collect();
     let mut files: Vec<(String, String)> =
-        vec![("apps/template.yaml".into(), template_yaml(&base))];
+        vec![("apps/template.yaml".into(), web_template(&base, 1, false))];
     for name in &names {
         files.push((
             format!("apps/{name}/rollout.yaml"),
@@ -483,22 +415,11 @@ async fn chaos(seed: u64) {
         ));
         files.push((format!("apps/{name}/network.yaml"), network_yaml(name)));
     }
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let first = fx.commit("100 apps at v1", &refs);
+    let first = fx.commit_owned("100 apps at v1", &files);
     let gs = json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync", "metadata": {"name": "apps", "namespace": NS},
         "spec": {"url": remote.url("apps.git"), "ref": {"branch": "main"}, "path": "apps", "interval": "2s", "prune": true,
                  "revert": {"author": {"name": "weir bot", "email": "bot@weir.example"}}}});
-    Api::<weir::api::GitSync>::namespaced(c.client(), NS)
-        .patch(
-            "apps",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&gs),
-        )
-        .await
-        .expect("create GitSync");
+    apply(&api(&c, "weir.io", "v1alpha1", "GitSync", "gitsyncs"), gs).await;
     let mut weir = Weir::start(&c.kubeconfig, fx.dir.path()).await;
     let first_hashes: BTreeMap<String, String> =
         wait_for("all 100 apps Healthy at v1", SETTLE, || async {
@@ -970,7 +891,7 @@ async fn an_analysis_verdict_refused_with_a_conflict_is_written_again() {
     let c = Cluster::start("chaos-analysis").await;
     c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
         .await;
-    let (base, _rates) = error_rate_server().await;
+    let (base, _rates) = error_rate_server(None).await;
     let runs: Api<weir::api::analysis::AnalysisRun> = Api::namespaced(c.client(), NS);
     let run = json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisRun", "metadata": {"name": "web-1"},
         "spec": {"metrics": [{"name": "error-rate", "count": 1, "interval": "1s", "successCondition": "result < 0.05",

@@ -2,6 +2,8 @@
 //! (one revert commit pushed to a real remote), then in the cluster, and ends Healthy on stable. Also:
 //! a controller killed mid-push, a commit that touched another app, and a remote that moved.
 
+#[path = "support/canary_app.rs"]
+mod canary_app;
 #[path = "support/git_remote.rs"]
 mod git_remote;
 #[path = "support/prometheus.rs"]
@@ -13,12 +15,12 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::extract::Path as UrlPath;
+use canary_app::{WEB, error_rate_server};
 use git_remote::{Fixture, HttpRemote};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, kubectl_path, repo_root, wait_for};
+use support::{Cluster, api, apply, kubectl_path, wait_for, weir_run_command};
 use weir::api::conditions;
 use weir::api::rollout::{GitRevertState, Rollout, RolloutPhase, RolloutStatus};
 use weir::gitsync::controller::Settings;
@@ -30,51 +32,13 @@ const WAIT: Duration = Duration::from_secs(90);
 /// The app's files in Git: a Rollout whose analysis judges `version`, its Services and route, the
 /// analysis template, and another team's app next to it.
 fn app_files(version: &str, template: &str) -> Vec<(&'static str, String)> {
-    let rollout = format!(
-        r#"apiVersion: weir.io/v1alpha1
-kind: Rollout
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      containers:
-      - name: web
-        image: web:{version}
-  strategy:
-    canary:
-      stableService: web-stable
-      canaryService: web-canary
-      scaleDownDelaySeconds: 1
-      abortScaleDownDelaySeconds: 1
-      trafficRouting:
-        gatewayAPI:
-          httpRoutes:
-          - name: web
-      steps:
-      - setWeight: 50
-      - analysis:
-          templates:
-          - templateName: error-rate
-          args:
-          - name: version
-            value: "{version}"
-      - setWeight: 100
-"#
-    );
-    let services = ["web-stable", "web-canary"]
-        .map(|n| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n"))
-        .join("---\n");
-    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web\nspec:\n  rules:\n  - backendRefs:\n    - name: web-stable\n      port: 80\n      weight: 100\n    - name: web-canary\n      port: 80\n      weight: 0\n";
     vec![
-        ("apps/web/rollout.yaml", rollout),
-        ("apps/web/services.yaml", services),
-        ("apps/web/route.yaml", route.to_string()),
+        (
+            "apps/web/rollout.yaml",
+            WEB.rollout_yaml(&format!("web:{version}"), version),
+        ),
+        ("apps/web/services.yaml", WEB.services_yaml()),
+        ("apps/web/route.yaml", WEB.route_yaml()),
         ("apps/web/analysis.yaml", template.to_string()),
         (
             "apps/shop/config.yaml",
@@ -84,44 +48,10 @@ spec:
     ]
 }
 
-fn commit(fx: &Fixture, message: &str, files: &[(&'static str, String)]) -> String {
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    fx.commit(message, &refs)
-}
-
-/// A template judging the error rate that Prometheus computes from the two-version app.
-fn prometheus_template(address: &str) -> String {
-    let query = r#"(sum(rate(http_requests_total{version="{{args.version}}",code=~"5.."}[5s])) or vector(0)) / sum(rate(http_requests_total{version="{{args.version}}"}[5s]))"#;
-    format!(
-        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 3\n    initialDelay: 3s\n    failureLimit: 0\n    successCondition: \"result[0] < 0.05\"\n    provider:\n      prometheus:\n        address: {address}\n        query: '{query}'\n"
-    )
-}
-
 /// A template reading the error rate from a small JSON endpoint (for the tests about Git, not
 /// metrics).
 fn web_template(base: &str) -> String {
-    format!(
-        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 2\n    failureLimit: 0\n    successCondition: \"result < 0.05\"\n    provider:\n      web:\n        url: {base}/rate/{{{{args.version}}}}\n        jsonPath: \"{{$.errorRate}}\"\n"
-    )
-}
-
-async fn error_rate_server() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = axum::Router::new().route(
-        "/rate/{version}",
-        axum::routing::get(|UrlPath(version): UrlPath<String>| async move {
-            let rate = if version == "bad" { 0.5 } else { 0.0 };
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                json!({"errorRate": rate}).to_string(),
-            )
-        }),
-    );
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (base, task)
+    canary_app::web_template(base, 2, false)
 }
 
 struct World {
@@ -133,10 +63,7 @@ struct World {
 impl World {
     async fn new(tag: &str) -> World {
         let c = Cluster::start(tag).await;
-        for dir in ["crds", "e2e/crds"] {
-            c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
-                .await;
-        }
+        c.install_crds().await;
         let fx = Fixture::new(tag);
         let remote = HttpRemote::open(&fx.served).await;
         World { c, fx, remote }
@@ -146,14 +73,11 @@ impl World {
         let gs = json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync", "metadata": {"name": "apps", "namespace": NS},
             "spec": {"url": self.remote.url("apps.git"), "ref": {"branch": "main"}, "path": "apps", "interval": "1s", "prune": true,
                      "revert": {"author": {"name": "weir bot", "email": "bot@weir.example"}}}});
-        let api: Api<weir::api::GitSync> = Api::namespaced(self.c.client(), NS);
-        api.patch(
-            "apps",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&gs),
+        apply(
+            &api(&self.c, "weir.io", "v1alpha1", "GitSync", "gitsyncs"),
+            gs,
         )
-        .await
-        .expect("create GitSync");
+        .await;
     }
 
     fn settings(&self) -> Settings {
@@ -177,18 +101,10 @@ impl World {
 
     /// `weir run` as a separate process, as it runs in a cluster.
     fn weir_run(&self) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(&self.c.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.fx.dir.path().join("cache"))
-            .arg("--kubectl")
-            .arg(kubectl_path())
+        weir_run_command(&self.c.kubeconfig, &self.fx.dir.path().join("cache"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .expect("start weir run")
     }
@@ -229,19 +145,6 @@ impl World {
             .collect()
     }
 
-    /// Commits on the remote's main after `base`, newest first: (sha, full message).
-    fn commits_after(&self, base: &str) -> Vec<(String, String)> {
-        let log = self
-            .fx
-            .remote_git(&["log", "--format=%H%x1f%B%x1e", &format!("{base}..main")]);
-        log.split('\u{1e}')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .filter_map(|e| e.split_once('\u{1f}'))
-            .map(|(sha, msg)| (sha.to_string(), msg.to_string()))
-            .collect()
-    }
-
     fn main_tip(&self) -> String {
         self.fx.remote_git(&["rev-parse", "main"])
     }
@@ -257,8 +160,10 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
     let prom = prometheus::Prometheus::scraping(&target).await;
     prom.wait_for_scrapes().await;
     let world = World::new("revert-loop").await;
-    let template = prometheus_template(&prom.url());
-    let good = commit(&world.fx, "web good", &app_files("good", &template));
+    let template = prometheus::error_rate_template(&prom.url(), "5s", "3s");
+    let good = world
+        .fx
+        .commit_owned("web good", &app_files("good", &template));
     world.gitsync().await;
     // The team's webhook hears every rollback of the namespace.
     let team = receiver::Receiver::start().await;
@@ -292,7 +197,9 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
 
     // The bad release: its push will reach the remote and hang there while weir is killed.
     world.remote.hold_pushes(true);
-    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    let bad = world
+        .fx
+        .commit_owned("web bad", &app_files("bad", &template));
     // 1. analysis fails; 2. traffic is back on stable before anything is pushed.
     let aborted = world
         .status_where("the release aborted by failed analysis", |s| {
@@ -331,7 +238,7 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
     let mut weir = world.weir_run();
     // 3. exactly one revert commit, naming the bad commit.
     let reverts = wait_for("the revert commit on the remote", WAIT, || async {
-        let after = world.commits_after(&bad);
+        let after = world.fx.commits_after(&bad);
         (!after.is_empty()).then_some(after)
     })
     .await;
@@ -378,7 +285,7 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
         .filter(|e| e.reason.as_deref() == Some("GitReverted"))
         .count();
     assert_eq!(reverted_events, 1);
-    assert_eq!(world.commits_after(&bad).len(), 1);
+    assert_eq!(world.fx.commits_after(&bad).len(), 1);
 
     // The alerts: one rollback, one revert, each once although weir restarted in between.
     let alerts: Vec<Value> = team
@@ -410,10 +317,12 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_commit_that_touched_another_app_is_not_reverted() {
-    let (base, _rates) = error_rate_server().await;
+    let (base, _rates) = error_rate_server(None).await;
     let world = World::new("revert-blocked").await;
     let template = web_template(&base);
-    commit(&world.fx, "web good", &app_files("good", &template));
+    world
+        .fx
+        .commit_owned("web good", &app_files("good", &template));
     world.gitsync().await;
     let _controllers = world.controllers();
     world
@@ -427,7 +336,7 @@ async fn a_bad_commit_that_touched_another_app_is_not_reverted() {
         "apps/shop/config.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop\ndata:\n  mode: busy\n".into(),
     ));
-    let bad = commit(&world.fx, "web bad, and shop busy", &files);
+    let bad = world.fx.commit_owned("web bad, and shop busy", &files);
     let blocked = world
         .status_where("GitRevertBlocked", |s| {
             conditions::is_true(&s.conditions, "GitRevertBlocked")
@@ -448,10 +357,12 @@ async fn a_bad_commit_that_touched_another_app_is_not_reverted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revert_lands_on_top_of_a_remote_that_moved() {
-    let (base, _rates) = error_rate_server().await;
+    let (base, _rates) = error_rate_server(None).await;
     let world = World::new("revert-moved").await;
     let template = web_template(&base);
-    commit(&world.fx, "web good", &app_files("good", &template));
+    world
+        .fx
+        .commit_owned("web good", &app_files("good", &template));
     world.gitsync().await;
     let _controllers = world.controllers();
     world
@@ -461,7 +372,9 @@ async fn a_revert_lands_on_top_of_a_remote_that_moved() {
         .await;
 
     world.remote.hold_pushes(true);
-    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    let bad = world
+        .fx
+        .commit_owned("web bad", &app_files("bad", &template));
     wait_for("weir's push to reach the remote", WAIT, || async {
         (world.remote.push_count() >= 1).then_some(())
     })
@@ -483,7 +396,7 @@ async fn a_revert_lands_on_top_of_a_remote_that_moved() {
                 .is_some_and(|r| r.state == GitRevertState::Pushed)
         })
         .await;
-    let after = world.commits_after(&theirs);
+    let after = world.fx.commits_after(&theirs);
     assert_eq!(
         after.len(),
         1,
@@ -510,10 +423,12 @@ async fn a_revert_lands_on_top_of_a_remote_that_moved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
-    let (base, _rates) = error_rate_server().await;
+    let (base, _rates) = error_rate_server(None).await;
     let world = World::new("revert-down").await;
     let template = web_template(&base);
-    commit(&world.fx, "web good", &app_files("good", &template));
+    world
+        .fx
+        .commit_owned("web good", &app_files("good", &template));
     world.gitsync().await;
     let _controllers = world.controllers();
     world
@@ -523,7 +438,9 @@ async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
         .await;
 
     world.remote.refuse_pushes(true);
-    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    let bad = world
+        .fx
+        .commit_owned("web bad", &app_files("bad", &template));
     // The failure is explained on the Rollout, and traffic is already on stable.
     let failing = world
         .status_where("GitReverted=False PushFailed", |s| {
@@ -550,7 +467,7 @@ async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
             conditions::is_true(&s.conditions, "GitReverted")
         })
         .await;
-    let after = world.commits_after(&bad);
+    let after = world.fx.commits_after(&bad);
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(
         end.git_revert.unwrap().revert_commit.as_deref(),

@@ -6,6 +6,8 @@
 //! must be allowed by a listed rule, and every listed rule must have been used, unless it is one
 //! this release cannot reach and is named with the code that needs it.
 
+#[path = "support/canary_app.rs"]
+mod canary_app;
 #[path = "support/git_remote.rs"]
 mod git_remote;
 #[path = "support/receiver.rs"]
@@ -18,14 +20,17 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use canary_app::Canary;
 use git_remote::{Fixture, HttpRemote};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use release::{METRICS_TOKEN, app_files, commit, error_rate_server};
+use release::{
+    METRICS_TOKEN, app_files, error_rate_server, named_rollout, secret, wait_healthy_from_git,
+    wait_reverted,
+};
 use serde_json::{Value, json};
-use support::{Cluster, kubectl_path, repo_root, wait_for};
-use weir::api::rollout::{GitRevertState, Rollout};
+use support::{Cluster, wait_for, weir_run_command};
 use weir::rbac::{GITSYNC_DEFAULT_APPLY, RULES, USER_AGENT, allowed};
 
 const NS: &str = "default";
@@ -38,9 +43,11 @@ fn api_files(version: &str, base: &str) -> Vec<(&'static str, String)> {
     let rollout = format!(
         "apiVersion: weir.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: api\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: api}}\n  template:\n    metadata:\n      labels: {{app: api}}\n    spec:\n      containers:\n      - name: api\n        image: api:{version}\n  strategy:\n    canary:\n      stableService: api-stable\n      canaryService: api-canary\n      scaleDownDelaySeconds: 1\n      trafficRouting:\n        istio:\n          virtualServices:\n          - name: api\n            routes: [primary]\n      steps:\n      - setWeight: 50\n      - analysis:\n          templates:\n          - templateName: healthy\n            clusterScope: true\n      - setWeight: 100\n"
     );
-    let services = ["api-stable", "api-canary"]
-        .map(|n| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  selector:\n    app: api\n  ports:\n  - port: 80\n"))
-        .join("---\n");
+    let services = Canary {
+        name: "api",
+        ..canary_app::WEB
+    }
+    .services_yaml();
     let route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\nspec:\n  hosts: [api.example.com]\n  http:\n  - name: primary\n    route:\n    - destination: {host: api-stable}\n      weight: 100\n    - destination: {host: api-canary}\n      weight: 0\n";
     let template = format!(
         "apiVersion: weir.io/v1alpha1\nkind: ClusterAnalysisTemplate\nmetadata:\n  name: healthy\nspec:\n  args:\n  - name: token\n    valueFrom:\n      secretKeyRef:\n        name: metrics-token\n        key: token\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 1\n    successCondition: \"result < 0.05\"\n    provider:\n      web:\n        url: {base}/rate/good\n        headers:\n        - key: Authorization\n          value: \"Bearer {{{{args.token}}}}\"\n        jsonPath: \"{{$.errorRate}}\"\n"
@@ -69,26 +76,6 @@ fn weir_kind(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("weir.io", "v1alpha1", kind), plural)
 }
 
-async fn secret(c: &Cluster, name: &str, data: Value) {
-    let api: Api<Secret> = Api::namespaced(c.client(), NS);
-    let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data});
-    api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&s))
-        .await
-        .unwrap();
-}
-
-async fn rollout(c: &Cluster) -> Option<Rollout> {
-    named_rollout(c, "web").await
-}
-
-async fn named_rollout(c: &Cluster, name: &str) -> Option<Rollout> {
-    Api::<Rollout>::namespaced(c.client(), NS)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// weir's requests as the emulator counted them: (verb, group, resource[/subresource]).
 fn weirs_requests(c: &Cluster) -> BTreeSet<(String, String, String)> {
     let stats = c.emulator.app.stats_json();
@@ -108,10 +95,7 @@ fn weirs_requests(c: &Cluster) -> BTreeSet<(String, String, String)> {
 async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() {
     let (base, _rates) = error_rate_server().await;
     let c = Cluster::start("rbac-coverage").await;
-    for dir in ["crds", "e2e/crds"] {
-        c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
-            .await;
-    }
+    c.install_crds().await;
     let fx = Fixture::new("rbac-coverage");
     let remote = HttpRemote::start(&fx.served, &[&format!("Bearer {GIT_TOKEN}")]).await;
     let team = receiver::Receiver::start().await;
@@ -122,7 +106,7 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
     let mut files = app_files("good", &base, true);
     files.extend(api_files("v1", &base));
     files.push((ALERTS_FILE, alert_providers(true)));
-    commit(&fx, "api v1, web good", &files);
+    fx.commit_owned("api v1, web good", &files);
     apply(
         &c,
         weir_kind("GitSync", "gitsyncs"),
@@ -133,14 +117,7 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
     )
     .await;
 
-    let _weir = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .arg("--cache-dir")
-        .arg(fx.dir.path().join("cache"))
-        .arg("--kubectl")
-        .arg(kubectl_path())
+    let _weir = weir_run_command(&c.kubeconfig, &fx.dir.path().join("cache"))
         .args([
             "--leader-elect",
             "--lease-namespace",
@@ -151,37 +128,21 @@ async fn every_request_weir_makes_in_a_release_is_granted_by_the_listed_rules() 
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .expect("start weir run");
 
     // api v2 goes through its Istio canary and its cluster-wide analysis.
-    let api_v2 = commit(&fx, "api v2", &api_files("v2", &base));
+    let api_v2 = fx.commit_owned("api v2", &api_files("v2", &base));
     wait_for("api:v2 promoted through Istio", WAIT, || async {
         let s = named_rollout(&c, "api").await?.status?;
         (s.stable_commit.as_deref() == Some(api_v2.as_str()) && s.current_pod_hash == s.stable_rs)
             .then_some(())
     })
     .await;
-    let stable = wait_for("web:good Healthy from Git", WAIT, || async {
-        let s = rollout(&c).await?.status?;
-        (s.stable_commit.is_some() && s.current_pod_hash == s.stable_rs).then_some(s)
-    })
-    .await;
+    let stable = wait_healthy_from_git(&c).await;
     // The bad release fails its analysis, is rolled back and reverted in Git, and the team hears of it.
-    let bad = commit(&fx, "web bad", &app_files("bad", &base, true));
-    wait_for(
-        "the bad release reverted in Git and back on stable",
-        WAIT,
-        || async {
-            let s = rollout(&c).await?.status?;
-            let pushed = s.git_revert.as_ref().is_some_and(|r| {
-                r.state == GitRevertState::Pushed && r.reverted_commits == [bad.clone()]
-            });
-            (pushed && s.current_pod_hash == stable.stable_rs).then_some(())
-        },
-    )
-    .await;
+    let bad = fx.commit_owned("web bad", &app_files("bad", &base, true));
+    wait_reverted(&c, &bad, &stable).await;
     let alerts: Vec<Value> = team
         .wait_accepted(2, WAIT)
         .await

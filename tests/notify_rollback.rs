@@ -14,7 +14,7 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use receiver::{Receiver, Recorded};
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, repo_root, wait_for};
+use support::{Cluster, api, apply, apply_web_network, wait_for, wait_web_status};
 use weir::notify::controller::NotifyConfig;
 
 const SIGNING_KEY: &str = "e2e-shared-key";
@@ -35,22 +35,6 @@ fn rollout(version: &str) -> Value {
 
 fn ro_api(c: &Cluster) -> Api<DynamicObject> {
     api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
-}
-
-async fn rollout_status(c: &Cluster) -> Value {
-    ro_api(c)
-        .get("web")
-        .await
-        .map(|r| r.data["status"].clone())
-        .unwrap_or(Value::Null)
-}
-
-async fn wait_status(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    wait_for(what, WAIT, || async {
-        let s = rollout_status(c).await;
-        f(&s).then_some(s)
-    })
-    .await
 }
 
 async fn sent_alerts(c: &Cluster) -> Vec<Value> {
@@ -118,14 +102,7 @@ async fn a_failed_canary_sends_one_rollback_and_one_git_revert_alert() {
     let prom = prometheus::Prometheus::scraping(&target).await;
     prom.wait_for_scrapes().await;
     let c = Cluster::start("notify-rollback").await;
-    c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
-        .await;
-    c.kubectl_ok(&[
-        "apply",
-        "-f",
-        repo_root().join("e2e/crds").to_str().unwrap(),
-    ])
-    .await;
+    c.install_crds().await;
 
     let team = Receiver::start().await;
     let bystander = Receiver::start().await;
@@ -149,13 +126,8 @@ async fn a_failed_canary_sends_one_rollback_and_one_git_revert_alert() {
         tokio::spawn(weir::analysis::controller::run(c.client())),
     ];
     let mut notify = start_notify(&c);
-    let svc = api(&c, "", "v1", "Service", "services");
-    for n in ["web-stable", "web-canary"] {
-        apply(&svc, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
-    }
-    apply(&api(&c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
-    let query = "(sum(rate(http_requests_total{version=\"{{args.version}}\",code=~\"5..\"}[5s])) or vector(0)) / sum(rate(http_requests_total{version=\"{{args.version}}\"}[5s]))";
+    apply_web_network(&c, None).await;
+    let query = prometheus::error_rate_query("5s");
     apply(&api(&c, "weir.io", "v1alpha1", "AnalysisTemplate", "analysistemplates"), json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisTemplate",
         "metadata": {"name": "error-rate"},
         "spec": {"args": [{"name": "version"}],
@@ -164,9 +136,15 @@ async fn a_failed_canary_sends_one_rollback_and_one_git_revert_alert() {
                 "provider": {"prometheus": {"address": prom.url(), "query": query}}}]}})).await;
 
     apply(&ro_api(&c), rollout("good")).await;
-    wait_status(&c, "first revision Healthy", |s| s["phase"] == "Healthy").await;
+    wait_web_status(&c, "first revision Healthy", WAIT, |s| {
+        s["phase"] == "Healthy"
+    })
+    .await;
     apply(&ro_api(&c), rollout("bad")).await;
-    let degraded = wait_status(&c, "aborted by analysis", |s| s["phase"] == "Degraded").await;
+    let degraded = wait_web_status(&c, "aborted by analysis", WAIT, |s| {
+        s["phase"] == "Degraded"
+    })
+    .await;
 
     // 1. The rollback alert.
     let got = team.wait_accepted(1, WAIT).await;
@@ -220,7 +198,7 @@ async fn a_failed_canary_sends_one_rollback_and_one_git_revert_alert() {
         .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    wait_status(&c, "gitRevert recorded", |s| {
+    wait_web_status(&c, "gitRevert recorded", WAIT, |s| {
         s["gitRevert"]["revertCommit"] == "bead5e7890"
     })
     .await;

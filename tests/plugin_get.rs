@@ -12,7 +12,7 @@ use axum::routing::get;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, kubectl_path, repo_root, wait_for};
+use support::{Cluster, apply_web_network, kubectl_path, repo_root, wait_for};
 
 fn api(c: &Cluster, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar =
@@ -101,24 +101,12 @@ fn normalise(text: &str, stable: &str, canary: &str) -> String {
 async fn get_rollout_plain_matches_the_snapshot_for_a_canary_at_step_3_of_5() {
     let url = health().await;
     let c = Cluster::start("plugin-get").await;
-    c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
-        .await;
-    c.kubectl_ok(&[
-        "apply",
-        "-f",
-        repo_root().join("e2e/crds").to_str().unwrap(),
-    ])
-    .await;
+    c.install_crds().await;
     let tasks = [
         tokio::spawn(weir::rollout::controller::run(c.client())),
         tokio::spawn(weir::analysis::controller::run(c.client())),
     ];
-    let svc = api(&c, "", "v1", "Service", "services");
-    for n in ["web-stable", "web-canary"] {
-        apply(&svc, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
-    }
-    apply(&api(&c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100}, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
+    apply_web_network(&c, Some(100)).await;
     // Measured once now, the second measurement an hour away: the run stays Running.
     apply(&api(&c, "weir.io", "v1alpha1", "AnalysisTemplate", "analysistemplates"), json!({"apiVersion": "weir.io/v1alpha1", "kind": "AnalysisTemplate",
         "metadata": {"name": "error-rate"},

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, kubectl_path, repo_root, wait_for};
+use support::{Cluster, apply_web_network, kubectl_path, wait_for, web_route_rules};
 
 const NS: &str = "default";
 
@@ -146,21 +146,9 @@ fn rollout(image: &str, commit: &str, steps: Value) -> Value {
 
 async fn env(tag: &str) -> Env {
     let c = Cluster::start(tag).await;
-    c.kubectl_ok(&["apply", "-f", repo_root().join("crds").to_str().unwrap()])
-        .await;
-    c.kubectl_ok(&[
-        "apply",
-        "-f",
-        repo_root().join("e2e/crds").to_str().unwrap(),
-    ])
-    .await;
+    c.install_crds().await;
     let tasks = vec![tokio::spawn(weir::rollout::controller::run(c.client()))];
-    let svc = api(&c, "", "v1", "Service", "services");
-    for n in ["web-stable", "web-canary"] {
-        apply(&svc, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
-    }
-    apply(&api(&c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100}, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
+    apply_web_network(&c, Some(100)).await;
     Env { c, tasks }
 }
 
@@ -186,17 +174,7 @@ async fn wait_status(c: &Cluster, what: &str, f: impl Fn(&Value) -> bool) -> Val
 
 /// The canary weight on the HTTPRoute.
 async fn route_canary_weight(c: &Cluster) -> i64 {
-    let route = api(
-        c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap();
-    route.data["spec"]["rules"][0]["backendRefs"]
+    web_route_rules(c).await[0]["backendRefs"]
         .as_array()
         .unwrap()
         .iter()

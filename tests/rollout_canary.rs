@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::{Cluster, repo_root, wait_for};
+use support::{Cluster, repo_root, wait_for, web_route_rules};
 
 const NS: &str = "default";
 
@@ -133,21 +133,6 @@ async fn promote(c: &Cluster) {
         .unwrap();
 }
 
-async fn route_weights(c: &Cluster) -> Value {
-    api(
-        c,
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-    )
-    .get("web")
-    .await
-    .unwrap()
-    .data["spec"]["rules"]
-        .clone()
-}
-
 const ADMIN_RULE: &str = r#"{"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}], "backendRefs": [{"name": "admin", "port": 8080}]}"#;
 
 async fn gateway_env(tag: &str) -> Env {
@@ -175,7 +160,7 @@ async fn gateway_env(tag: &str) -> Env {
 
 /// The unrelated rule as stored (with the CRD's defaults), before any rollout.
 async fn admin_rule(c: &Cluster) -> Value {
-    route_weights(c).await[1].clone()
+    web_route_rules(c).await[1].clone()
 }
 
 fn backend_weights(rules: &Value) -> Vec<(String, i64)> {
@@ -212,7 +197,7 @@ async fn canary_through_httproute_pauses_promotes_and_completes() {
     assert_ne!(canary_hash, stable_hash);
     assert_eq!(paused["weights"], json!({"canary": 20, "stable": 80}));
     assert_eq!(paused["stableRS"], stable_hash.as_str());
-    let rules = route_weights(c).await;
+    let rules = web_route_rules(c).await;
     assert_eq!(
         backend_weights(&rules),
         vec![("web-stable".into(), 80), ("web-canary".into(), 20)]
@@ -241,7 +226,7 @@ async fn canary_through_httproute_pauses_promotes_and_completes() {
     })
     .await;
     assert_eq!(done["weights"], json!({"canary": 0, "stable": 100}));
-    let rules = route_weights(c).await;
+    let rules = web_route_rules(c).await;
     assert_eq!(
         backend_weights(&rules),
         vec![("web-stable".into(), 100), ("web-canary".into(), 0)]
@@ -365,7 +350,7 @@ async fn abort_sends_all_traffic_to_stable_and_degrades() {
     let degraded = wait_status(c, "Degraded after abort", |s| s["phase"] == "Degraded").await;
     assert_eq!(degraded["weights"], json!({"canary": 0, "stable": 100}));
     assert_eq!(
-        backend_weights(&route_weights(c).await),
+        backend_weights(&web_route_rules(c).await),
         vec![("web-stable".into(), 100), ("web-canary".into(), 0)]
     );
     assert_eq!(degraded["stableRS"], stable.as_str());
@@ -527,7 +512,7 @@ async fn invalid_specs_get_an_invalid_spec_condition_naming_the_field() {
     // Nothing was created or re-weighted for an invalid Rollout.
     assert!(replica_sets(c).await.is_empty());
     assert_eq!(
-        backend_weights(&route_weights(c).await),
+        backend_weights(&web_route_rules(c).await),
         vec![("web-stable".into(), 100), ("web-canary".into(), 0)]
     );
     // A step with an unknown field never reaches the controller: the API refuses it.

@@ -6,6 +6,8 @@
 //! Then weir's logs, every Event, every object but the Secrets, and every alert received are
 //! searched for each secret value, its base64 form and the Basic header built from the password.
 
+#[path = "support/canary_app.rs"]
+mod canary_app;
 #[path = "support/git_remote.rs"]
 mod git_remote;
 #[path = "support/receiver.rs"]
@@ -19,11 +21,12 @@ use std::time::Duration;
 
 use git_remote::{Fixture, HttpRemote};
 use kube::api::Api;
-use release::{METRICS_TOKEN, app_files, commit, error_rate_server};
+use release::{
+    METRICS_TOKEN, app_files, error_rate_server, secret, wait_healthy_from_git, wait_reverted,
+};
 use serde_json::{Value, json};
-use support::{Cluster, api, apply, kubectl_path, repo_root, wait_for};
+use support::{Cluster, api, apply, wait_for, weir_run_command};
 use weir::api::gitsync::GitSync;
-use weir::api::rollout::{GitRevertState, Rollout};
 
 const NS: &str = "default";
 const WAIT: Duration = Duration::from_secs(90);
@@ -79,24 +82,8 @@ fn leaks(source: &str, text: &str) -> Vec<String> {
     found
 }
 
-async fn secret(c: &Cluster, name: &str, data: Value) {
-    apply(
-        &api(c, "", "v1", "Secret", "secrets"),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}),
-    )
-    .await;
-}
-
 async fn weir_object(c: &Cluster, kind: &str, plural: &str, object: Value) {
     apply(&api(c, "weir.io", "v1alpha1", kind, plural), object).await;
-}
-
-async fn rollout(c: &Cluster) -> Option<Rollout> {
-    Api::<Rollout>::namespaced(c.client(), NS)
-        .get_opt("web")
-        .await
-        .ok()
-        .flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,10 +91,7 @@ async fn no_secret_reaches_logs_events_statuses_or_alerts() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (base, _rates) = error_rate_server().await;
     let c = Cluster::start("secret-leak").await;
-    for dir in ["crds", "e2e/crds"] {
-        c.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
-            .await;
-    }
+    c.install_crds().await;
     let fx = Fixture::new("secret-leak");
     let basic = format!("Basic {}", base64(&format!("{GIT_USER}:{GIT_PASSWORD}")));
     let remote = HttpRemote::start(&fx.served, &[&basic]).await;
@@ -154,7 +138,7 @@ async fn no_secret_reaches_logs_events_statuses_or_alerts() {
     weir_object(&c, "AlertProvider", "alertproviders", json!({"apiVersion": "weir.io/v1alpha1", "kind": "AlertProvider",
         "metadata": {"name": "down"},
         "spec": {"type": "slack", "secretRef": {"name": "down-webhook"}, "default": true, "events": ["RolledBack"]}})).await;
-    commit(&fx, "web good", &app_files("good", &base, false));
+    fx.commit_owned("web good", &app_files("good", &base, false));
     weir_object(&c, "GitSync", "gitsyncs", json!({"apiVersion": "weir.io/v1alpha1", "kind": "GitSync",
         "metadata": {"name": "apps"},
         "spec": {"url": remote.url("apps.git"), "ref": {"branch": "main"}, "path": "apps", "interval": "1s",
@@ -167,42 +151,19 @@ async fn no_secret_reaches_logs_events_statuses_or_alerts() {
 
     let log_path = fx.dir.path().join("weir.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut weir = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .arg("--cache-dir")
-        .arg(fx.dir.path().join("cache"))
-        .arg("--kubectl")
-        .arg(kubectl_path())
+    let mut weir = weir_run_command(&c.kubeconfig, &fx.dir.path().join("cache"))
         .arg("--metrics-addr")
         .arg("off")
         .env("RUST_LOG", "trace")
         .env("NO_COLOR", "1")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
-        .kill_on_drop(true)
         .spawn()
         .expect("start weir run");
 
-    let stable = wait_for("web:good Healthy from Git", WAIT, || async {
-        let s = rollout(&c).await?.status?;
-        (s.stable_commit.is_some() && s.current_pod_hash == s.stable_rs).then_some(s)
-    })
-    .await;
-    let bad = commit(&fx, "web bad", &app_files("bad", &base, false));
-    wait_for(
-        "the bad release rolled back and reverted in Git",
-        WAIT,
-        || async {
-            let s = rollout(&c).await?.status?;
-            let pushed = s.git_revert.as_ref().is_some_and(|r| {
-                r.state == GitRevertState::Pushed && r.reverted_commits == [bad.clone()]
-            });
-            (pushed && s.current_pod_hash == stable.stable_rs).then_some(())
-        },
-    )
-    .await;
+    let stable = wait_healthy_from_git(&c).await;
+    let bad = fx.commit_owned("web bad", &app_files("bad", &base, false));
+    wait_reverted(&c, &bad, &stable).await;
     // The secrets were used: the alerts came signed and with the token, to the secret path.
     let alerts = team.wait_accepted(2, WAIT).await;
     for a in &alerts {

@@ -87,6 +87,26 @@ impl Fixture {
         run_git(&self.work, &["rev-parse", "HEAD"])
     }
 
+    /// [`Fixture::commit`] for contents built as Strings.
+    pub fn commit_owned<P: AsRef<str>>(&self, message: &str, files: &[(P, String)]) -> String {
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_ref(), c.as_str()))
+            .collect();
+        self.commit(message, &refs)
+    }
+
+    /// Commits on the remote's main after `base`, newest first: (sha, full message).
+    pub fn commits_after(&self, base: &str) -> Vec<(String, String)> {
+        self.remote_git(&["log", "--format=%H%x1f%B%x1e", &format!("{base}..main")])
+            .split('\u{1e}')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .filter_map(|e| e.split_once('\u{1f}'))
+            .map(|(sha, msg)| (sha.to_owned(), msg.to_owned()))
+            .collect()
+    }
+
     pub fn work_git(&self, args: &[&str]) -> String {
         run_git(&self.work, args)
     }

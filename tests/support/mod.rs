@@ -100,6 +100,30 @@ impl Cluster {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.emulator.url())
     }
+
+    /// Applies weir's CRDs and the test CRDs for HTTPRoute and VirtualService (`e2e/crds`) with
+    /// kubectl.
+    pub async fn install_crds(&self) {
+        for dir in ["crds", "e2e/crds"] {
+            self.kubectl_ok(&["apply", "-f", repo_root().join(dir).to_str().unwrap()])
+                .await;
+        }
+    }
+}
+
+/// `weir run` against the cluster `kubeconfig` names, as a separate process killed on drop, with
+/// its Git cache in `cache_dir` and the test's kubectl; callers add flags, environment and stdio.
+pub fn weir_run_command(kubeconfig: &Path, cache_dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.arg("run")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--kubectl")
+        .arg(kubectl_path())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// The kubectl to drive: $WEIR_KUBECTL, else kubectl v1.32 from the Cloud SDK layout, else `kubectl`.
@@ -232,4 +256,59 @@ pub async fn apply(a: &kube::Api<kube::api::DynamicObject>, obj: serde_json::Val
     )
     .await
     .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+/// Applies Services `web-stable` and `web-canary` (both selecting `app: web`) and HTTPRoute `web`
+/// sending everything to stable; with `stable_weight` None the stable backend's weight is left
+/// unset.
+pub async fn apply_web_network(c: &Cluster, stable_weight: Option<i64>) {
+    let svc = api(c, "", "v1", "Service", "services");
+    for n in ["web-stable", "web-canary"] {
+        apply(&svc, serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await;
+    }
+    let mut stable = serde_json::json!({"name": "web-stable", "port": 80});
+    if let Some(weight) = stable_weight {
+        stable["weight"] = weight.into();
+    }
+    apply(&api(c, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"), serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [stable, {"name": "web-canary", "port": 80, "weight": 0}]}]}})).await;
+}
+
+/// The `spec.rules` of HTTPRoute `web` in `default`; panics when there is none.
+pub async fn web_route_rules(c: &Cluster) -> serde_json::Value {
+    api(
+        c,
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+    )
+    .get("web")
+    .await
+    .unwrap()
+    .data["spec"]["rules"]
+        .clone()
+}
+
+/// The status of Rollout `web` in `default` (Null while there is none).
+pub async fn web_status(c: &Cluster) -> serde_json::Value {
+    api(c, "weir.io", "v1alpha1", "Rollout", "rollouts")
+        .get("web")
+        .await
+        .map(|r| r.data["status"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits up to `timeout` until Rollout `web`'s status satisfies `f`; returns that status.
+pub async fn wait_web_status(
+    c: &Cluster,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(what, timeout, || async {
+        let s = web_status(c).await;
+        f(&s).then_some(s)
+    })
+    .await
 }

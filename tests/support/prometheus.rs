@@ -17,6 +17,24 @@ use crate::support::{TempDir, wait_for};
 /// How to get the binaries on Debian and Ubuntu; `scripts/test.sh` runs it when they are missing.
 pub const INSTALL_HINT: &str = "apt-get install -y prometheus";
 
+/// The share of `args.version`'s requests that were 5xx over `window`, by the `http_requests_total`
+/// the test apps export (0 while there were requests and no errors).
+pub fn error_rate_query(window: &str) -> String {
+    format!(
+        r#"(sum(rate(http_requests_total{{version="{{{{args.version}}}}",code=~"5.."}}[{window}])) or vector(0)) / sum(rate(http_requests_total{{version="{{{{args.version}}}}"}}[{window}]))"#
+    )
+}
+
+/// Template `error-rate` as YAML: three measurements a second apart, after `initial_delay`, of
+/// [`error_rate_query`] over `window` asked of the Prometheus at `address`, failing on the first
+/// above 5%.
+pub fn error_rate_template(address: &str, window: &str, initial_delay: &str) -> String {
+    let query = error_rate_query(window);
+    format!(
+        "apiVersion: weir.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: error-rate\nspec:\n  args:\n  - name: version\n  metrics:\n  - name: error-rate\n    interval: 1s\n    count: 3\n    initialDelay: {initial_delay}\n    failureLimit: 0\n    successCondition: \"result[0] < 0.05\"\n    provider:\n      prometheus:\n        address: {address}\n        query: '{query}'\n"
+    )
+}
+
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `prometheus` serving a fixed TSDB.
