@@ -482,10 +482,12 @@ async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
 /// once the Rollout has left the release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pushed_again() {
-    let (base, _rates) = error_rate_server().await;
+    let (base, _rates) = error_rate_server(None).await;
     let world = World::new("revert-settle").await;
     let template = web_template(&base);
-    commit(&world.fx, "web good", &app_files("good", &template));
+    world
+        .fx
+        .commit_owned("web good", &app_files("good", &template));
     world.gitsync().await;
     let controllers = world.controllers();
     world
@@ -493,7 +495,9 @@ async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pus
             healthy(s) && s.stable_commit.is_some()
         })
         .await;
-    let bad = commit(&world.fx, "web bad", &app_files("bad", &template));
+    let bad = world
+        .fx
+        .commit_owned("web bad", &app_files("bad", &template));
     let end = world
         .status_where("reverted and Healthy on stable", |s| {
             healthy(s)
@@ -541,7 +545,7 @@ async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pus
     );
     assert!(healthy(&settled));
     assert_eq!(world.remote.push_count(), pushes, "nothing pushed again");
-    assert_eq!(world.commits_after(&bad).len(), 1);
+    assert_eq!(world.fx.commits_after(&bad).len(), 1);
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(world.c.client(), NS);
     let reverted_events = || async {
         events
@@ -575,7 +579,7 @@ async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pus
         "{record:?}"
     );
     assert_eq!(world.remote.push_count(), pushes, "nothing pushed");
-    assert_eq!(world.commits_after(&bad).len(), 1);
+    assert_eq!(world.fx.commits_after(&bad).len(), 1);
     assert!(healthy(&failed));
     for c in controllers {
         c.abort();
