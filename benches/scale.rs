@@ -244,6 +244,7 @@ async fn http_get(addr: &str, path: &str) -> String {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return String::new();
     };
+    // HTTP/1.0: the server answers unchunked and closes, so reading to the end is the body.
     let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return String::new();
@@ -1234,10 +1235,8 @@ async fn idle(runs: usize, settle: Duration) -> Vec<f64> {
     for _ in 0..runs {
         let weir = Weir::start(&cluster.dir).await;
         tokio::time::timeout(WAIT, async {
-            while !http_get(&weir.metrics, "/readyz")
-                .await
-                .starts_with("HTTP/1.1 200")
-            {
+            // The status line: "HTTP/1.0 200 OK" (the server answers in the request's version).
+            while http_get(&weir.metrics, "/readyz").await.split(' ').nth(1) != Some("200") {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
