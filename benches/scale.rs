@@ -7,7 +7,7 @@
 //!   the emulator's request counters say how many writes weir made (there should be none).
 //! - **Stepping**: 1,000 canaries released at once through 4 steps (`setWeight`, `pause: 0s`,
 //!   twice). The floor replays the writes weir made (same kinds, counts and objects) with a bare
-//!   kube client, one sequence per Rollout, all Rollouts at once: what weir does.
+//!   kube client, one sequence per Rollout, as many Rollouts at a time as weir reconciles at once.
 //! - **Reaction**: a web metric (a local HTTP endpoint answering an error rate of 1) fails an
 //!   analysis step; from the emulator committing the AnalysisRun status that records the failed
 //!   measurement until a route watch sees every route of that Rollout at 100/0. The floor is the
@@ -60,8 +60,10 @@ struct Plan {
 impl Plan {
     fn bench() -> Self {
         Self {
-            scale: vec![(1_000, 3), (5_000, 3), (10_000, 2)],
-            steady_window: Duration::from_secs(20),
+            // Sized so that this bench and the sync bench finish within 30 minutes from a clean
+            // clone on two cores (the first convergence of 10,000 Rollouts alone takes 5 minutes).
+            scale: vec![(1_000, 3), (5_000, 2), (10_000, 2)],
+            steady_window: Duration::from_secs(10),
             stepping_rollouts: 1_000,
             stepping_runs: 3,
             reactions: 30,
@@ -98,29 +100,41 @@ fn main() {
 }
 
 async fn run_all(plan: &Plan) -> String {
+    // `WEIR_BENCH_PARTS=stepping,reaction` runs only those parts (scale, stepping, reaction, idle).
+    let parts = std::env::var("WEIR_BENCH_PARTS").unwrap_or_default();
+    let part = |name: &str| parts.is_empty() || parts.split(',').any(|p| p.trim() == name);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "| Figure | Median | Baseline (same run) | Ratio | Target |"
     );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- |");
-    for &(n, restarts) in &plan.scale {
-        let s = scale(n, restarts, plan.steady_window).await;
-        eprintln!("scale {n}: {s:?}");
-        s.rows(n, restarts, &mut out);
+    if part("scale") {
+        for &(n, restarts) in &plan.scale {
+            let s = scale(n, restarts, plan.steady_window).await;
+            eprintln!("scale {n}: {s:?}");
+            s.rows(n, restarts, &mut out);
+        }
     }
-    let s = stepping(plan.stepping_rollouts, plan.stepping_runs).await;
-    eprintln!("stepping: {s:?}");
-    s.rows(plan.stepping_rollouts, plan.stepping_runs, &mut out);
-    let r = reaction(plan.reactions).await;
-    r.rows(&mut out);
-    let idle = idle(plan.idle_runs, plan.idle_settle).await;
-    let _ = writeln!(
-        out,
-        "| Idle RSS (empty cluster, {} runs) | {:.1} MiB | | | ≤ 20 MB |",
-        plan.idle_runs,
-        median_f(&idle)
-    );
+    if part("stepping") {
+        let s = stepping(plan.stepping_rollouts, plan.stepping_runs).await;
+        eprintln!("stepping: {s:?}");
+        s.rows(plan.stepping_rollouts, plan.stepping_runs, &mut out);
+    }
+    if part("reaction") {
+        let r = reaction(plan.reactions).await;
+        eprintln!("reaction: {r:?}");
+        r.rows(&mut out);
+    }
+    if part("idle") {
+        let idle = idle(plan.idle_runs, plan.idle_settle).await;
+        let _ = writeln!(
+            out,
+            "| Idle RSS (empty cluster, {} runs) | {:.1} MiB | | | ≤ 20 MB |",
+            plan.idle_runs,
+            median_f(&idle)
+        );
+    }
     out
 }
 
@@ -690,6 +704,8 @@ struct SteppingRuns {
     floor: Vec<Duration>,
     cpu: Vec<Duration>,
     writes: Vec<u64>,
+    /// Every request weir made, reads included (the floor makes only the writes).
+    requests: Vec<u64>,
     kinds: BTreeMap<(String, String, String), u64>,
 }
 
@@ -708,9 +724,10 @@ impl SteppingRuns {
         );
         let _ = writeln!(
             out,
-            "| Stepping: weir CPU per step transition | {:.2} ms | {:.2} writes per transition | | |",
+            "| Stepping: weir CPU per step transition | {:.2} ms | {:.2} writes, {:.2} requests in all per transition | | |",
             median_d(&self.cpu).as_secs_f64() * 1000.0 / transitions,
-            median_u(&self.writes) as f64 / transitions
+            median_u(&self.writes) as f64 / transitions,
+            median_u(&self.requests) as f64 / transitions
         );
     }
 }
@@ -753,10 +770,12 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
             .await;
         out.total.push(started.elapsed());
         out.cpu.push(w.cpu().saturating_sub(cpu_before));
-        let kinds = weir_writes(&cluster.stats());
+        let stats = cluster.stats();
+        let kinds = weir_writes(&stats);
         out.writes.push(kinds.values().sum());
+        out.requests.push(weir_requests(&stats));
         w.stop().await;
-        out.floor.push(replay_floor(&cluster, n, &kinds).await);
+        out.floor.push(replay_floor(&cluster, n, run, &kinds).await);
         out.kinds = kinds;
     }
     eprintln!("stepping: weir's writes by kind: {:?}", out.kinds);
@@ -785,6 +804,7 @@ async fn release(client: &kube::Client, n: usize, image: &str) {
 async fn replay_floor(
     cluster: &Cluster,
     n: usize,
+    run: usize,
     kinds: &BTreeMap<(String, String, String), u64>,
 ) -> Duration {
     let store = cluster.store();
@@ -847,7 +867,7 @@ async fn replay_floor(
                     &client,
                     &ns,
                     &name,
-                    k,
+                    (run, k),
                     &verb,
                     &group,
                     &res,
@@ -858,7 +878,13 @@ async fn replay_floor(
             }
         })
     });
-    futures::future::join_all(tasks).await;
+    // As many Rollouts' writes at once as weir reconciles Rollouts at once.
+    futures::stream::iter(tasks)
+        .buffer_unordered(usize::from(
+            weir::rollout::controller::RECONCILE_CONCURRENCY,
+        ))
+        .for_each(|_| async {})
+        .await;
     started.elapsed()
 }
 
@@ -868,7 +894,8 @@ async fn floor_write(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    k: usize,
+    // The floor run and the write's index in it: names created in one run are new in the next.
+    (run, k): (usize, usize),
     verb: &str,
     group: &str,
     res: &str,
@@ -900,7 +927,7 @@ async fn floor_write(
         }
         ("create", "replicasets") => {
             let mut rs = replica_sets[name].clone();
-            rs["metadata"] = json!({"name": format!("{name}-floor-{k}"), "labels": rs["metadata"]["labels"].clone()});
+            rs["metadata"] = json!({"name": format!("{name}-floor{run}-{k}"), "labels": rs["metadata"]["labels"].clone()});
             rs.as_object_mut().map(|o| o.remove("status"));
             dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
                 .create(&post, &serde_json::from_value(rs).expect("rs"))
@@ -939,7 +966,7 @@ async fn floor_write(
         }
         ("create", "events") => {
             let ev = json!({"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": format!("{name}.floor.{k}")},
+                "metadata": {"name": format!("{name}.floor{run}.{k}")},
                 "involvedObject": {"apiVersion": "weir.io/v1alpha1", "kind": "Rollout", "name": name, "namespace": ns},
                 "reason": "RolloutStepCompleted", "message": format!("Rollout step {k} completed (setWeight 25)"),
                 "type": "Normal", "source": {"component": "weir.io/rollout-controller"},

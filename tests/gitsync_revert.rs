@@ -150,6 +150,39 @@ impl World {
     }
 }
 
+/// The web app Healthy on `web:good`, synced from the remote and run by in-process controllers,
+/// its analysis judged by a local error-rate endpoint.
+struct Web {
+    world: World,
+    template: String,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
+    _rates: tokio::task::JoinHandle<()>,
+}
+
+impl Web {
+    async fn healthy(tag: &str) -> Web {
+        let (base, rates) = error_rate_server(None).await;
+        let world = World::new(tag).await;
+        let template = web_template(&base);
+        world
+            .fx
+            .commit_owned("web good", &app_files("good", &template));
+        world.gitsync().await;
+        let controllers = world.controllers();
+        world
+            .status_where("web:good Healthy", |s| {
+                healthy(s) && s.stable_commit.is_some()
+            })
+            .await;
+        Web {
+            world,
+            template,
+            controllers,
+            _rates: rates,
+        }
+    }
+}
+
 fn healthy(s: &RolloutStatus) -> bool {
     s.phase == Some(RolloutPhase::Healthy)
 }
@@ -317,19 +350,12 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_commit_that_touched_another_app_is_not_reverted() {
-    let (base, _rates) = error_rate_server(None).await;
-    let world = World::new("revert-blocked").await;
-    let template = web_template(&base);
-    world
-        .fx
-        .commit_owned("web good", &app_files("good", &template));
-    world.gitsync().await;
-    let _controllers = world.controllers();
-    world
-        .status_where("web:good Healthy", |s| {
-            healthy(s) && s.stable_commit.is_some()
-        })
-        .await;
+    let Web {
+        world,
+        template,
+        controllers: _controllers,
+        _rates,
+    } = Web::healthy("revert-blocked").await;
 
     let mut files = app_files("bad", &template);
     files.push((
@@ -357,19 +383,12 @@ async fn a_bad_commit_that_touched_another_app_is_not_reverted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revert_lands_on_top_of_a_remote_that_moved() {
-    let (base, _rates) = error_rate_server(None).await;
-    let world = World::new("revert-moved").await;
-    let template = web_template(&base);
-    world
-        .fx
-        .commit_owned("web good", &app_files("good", &template));
-    world.gitsync().await;
-    let _controllers = world.controllers();
-    world
-        .status_where("web:good Healthy", |s| {
-            healthy(s) && s.stable_commit.is_some()
-        })
-        .await;
+    let Web {
+        world,
+        template,
+        controllers: _controllers,
+        _rates,
+    } = Web::healthy("revert-moved").await;
 
     world.remote.hold_pushes(true);
     let bad = world
@@ -423,19 +442,12 @@ async fn a_revert_lands_on_top_of_a_remote_that_moved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
-    let (base, _rates) = error_rate_server(None).await;
-    let world = World::new("revert-down").await;
-    let template = web_template(&base);
-    world
-        .fx
-        .commit_owned("web good", &app_files("good", &template));
-    world.gitsync().await;
-    let _controllers = world.controllers();
-    world
-        .status_where("web:good Healthy", |s| {
-            healthy(s) && s.stable_commit.is_some()
-        })
-        .await;
+    let Web {
+        world,
+        template,
+        controllers: _controllers,
+        _rates,
+    } = Web::healthy("revert-down").await;
 
     world.remote.refuse_pushes(true);
     let bad = world
@@ -482,19 +494,12 @@ async fn a_remote_that_is_down_gets_the_revert_once_it_is_back() {
 /// once the Rollout has left the release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pushed_again() {
-    let (base, _rates) = error_rate_server(None).await;
-    let world = World::new("revert-settle").await;
-    let template = web_template(&base);
-    world
-        .fx
-        .commit_owned("web good", &app_files("good", &template));
-    world.gitsync().await;
-    let controllers = world.controllers();
-    world
-        .status_where("web:good Healthy", |s| {
-            healthy(s) && s.stable_commit.is_some()
-        })
-        .await;
+    let Web {
+        world,
+        template,
+        controllers,
+        _rates,
+    } = Web::healthy("revert-settle").await;
     let bad = world
         .fx
         .commit_owned("web bad", &app_files("bad", &template));

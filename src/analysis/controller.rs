@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -34,6 +34,9 @@ pub enum AnalysisError {
     },
 }
 
+/// AnalysisRuns measured at once (each holds a request to its metric provider).
+pub const RECONCILE_CONCURRENCY: u16 = 32;
+
 struct Context {
     client: Client,
     clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
@@ -47,6 +50,7 @@ pub async fn run(client: Client) {
         clock: Box::new(jiff::Timestamp::now),
     });
     Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .run(
             |obj, ctx| crate::telemetry::timed("analysis", reconcile(obj, ctx)),
             |_, err, _| {

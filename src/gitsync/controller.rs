@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -103,6 +103,9 @@ struct Context {
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
 }
 
+/// GitSyncs synced at once; each applies up to 16 objects at a time.
+pub const RECONCILE_CONCURRENCY: u16 = 8;
+
 /// Runs the GitSync controller (with the revert writer) until the API goes away for good.
 pub async fn run(client: Client, settings: Settings) {
     let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
@@ -137,6 +140,7 @@ pub async fn run(client: Client, settings: Settings) {
     });
     let api: Api<GitSync> = Api::all(client);
     Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .watches_stream(rollouts, |ro: Rollout| {
             // A Rollout wakes the GitSync that applied it, so a failed release is reverted at once.
             ro.annotations()

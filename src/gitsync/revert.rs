@@ -258,6 +258,15 @@ pub enum RevertError {
     },
 }
 
+/// The commits the Rollout's revert record says it reverts.
+fn reverted_commits(ro: &Rollout) -> Vec<String> {
+    ro.status
+        .as_ref()
+        .and_then(|s| s.git_revert.as_ref())
+        .map(|r| r.reverted_commits.clone())
+        .unwrap_or_default()
+}
+
 /// Which Rollout state a revert record may be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Release {
@@ -292,13 +301,8 @@ impl RevertWriter<'_> {
         match step {
             Step::Plan { pod_hash, reason } => self.plan(gs, ro, &pod_hash, &reason).await,
             Step::Push { pod_hash, commit } => {
-                let reverted = ro
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.git_revert.as_ref())
-                    .map(|r| r.reverted_commits.clone())
-                    .unwrap_or_default();
-                self.push(gs, ro, &pod_hash, &commit, &reverted).await
+                self.push(gs, ro, &pod_hash, &commit, &reverted_commits(ro))
+                    .await
             }
             Step::Settle { pod_hash, commit } => self.settle(gs, ro, &pod_hash, &commit).await,
         }
@@ -326,12 +330,7 @@ impl RevertWriter<'_> {
             .await
             .map_err(RevertError::Git)?;
         if landed {
-            let reverted = ro
-                .status
-                .as_ref()
-                .and_then(|s| s.git_revert.as_ref())
-                .map(|r| r.reverted_commits.clone())
-                .unwrap_or_default();
+            let reverted = reverted_commits(ro);
             return self
                 .pushed(ro, pod_hash, commit, &branch, &reverted, Release::Left)
                 .await;

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -60,6 +60,12 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerE
     let action = action.into();
     move |source| ControllerError::Api { action, source }
 }
+
+/// Rollouts reconciled at once. Unbounded, a resync of thousands ran every reconcile together:
+/// over HTTP/1.1 that is one connection each, and the idle pool kept them all, with their buffers
+/// (5,400 sockets and 380 MiB at 5,000 Rollouts). Over HTTP/2 (a real API server) the pool is one
+/// connection, but the bound still keeps memory flat.
+pub const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// Shared state of the controller.
 pub struct Context {
@@ -136,6 +142,7 @@ pub async fn run(client: Client) {
     .default_backoff()
     .applied_objects();
     let controller = Controller::for_stream_with(rollout_stream, ro_reader, rollout_resource())
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_stream_with(rs_stream, ())
         .owns_stream_with(run_stream, ())
         .run(
