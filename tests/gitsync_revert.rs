@@ -129,6 +129,14 @@ impl World {
         .await
     }
 
+    /// Waits until the Rollout's revert record is in `state`.
+    async fn revert_state(&self, what: &str, state: GitRevertState) -> RolloutStatus {
+        self.status_where(what, |s| {
+            s.git_revert.as_ref().is_some_and(|r| r.state == state)
+        })
+        .await
+    }
+
     async fn route_weights(&self) -> Vec<i64> {
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
@@ -409,11 +417,7 @@ async fn a_revert_lands_on_top_of_a_remote_that_moved() {
     world.remote.hold_pushes(false);
 
     let end = world
-        .status_where("the revert pushed", |s| {
-            s.git_revert
-                .as_ref()
-                .is_some_and(|r| r.state == GitRevertState::Pushed)
-        })
+        .revert_state("the revert pushed", GitRevertState::Pushed)
         .await;
     let after = world.fx.commits_after(&theirs);
     assert_eq!(
@@ -533,11 +537,7 @@ async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pus
     let pushes = world.remote.push_count();
     let controllers = world.controllers();
     let settled = world
-        .status_where("the revert settled as pushed", |s| {
-            s.git_revert
-                .as_ref()
-                .is_some_and(|r| r.state == GitRevertState::Pushed)
-        })
+        .revert_state("the revert settled as pushed", GitRevertState::Pushed)
         .await;
     assert_eq!(
         settled
@@ -569,11 +569,7 @@ async fn a_revert_applied_before_its_pushed_state_was_written_is_settled_not_pus
     let never_pushed = "0123456789abcdef0123456789abcdef01234567";
     set_record("Pending", never_pushed).await;
     let failed = world
-        .status_where("the unpushed revert given up", |s| {
-            s.git_revert
-                .as_ref()
-                .is_some_and(|r| r.state == GitRevertState::Failed)
-        })
+        .revert_state("the unpushed revert given up", GitRevertState::Failed)
         .await;
     let record = failed.git_revert.clone().unwrap();
     assert!(
