@@ -44,6 +44,7 @@ use crate::api::alert_provider::{
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, MetricResult};
 use crate::api::conditions::{self, ConditionStatus, reasons, types};
 use crate::api::rollout::{CanaryStep, Rollout, RolloutStatus, RolloutStrategy};
+use crate::cache_ready::{cache_ready, signal_when_listed};
 use crate::rollout::hash::POD_TEMPLATE_HASH_LABEL;
 use crate::rollout::replica_sets::ROLLOUT_LABEL;
 
@@ -177,12 +178,16 @@ impl Shared {
 /// Runs the alert controller until the Event watch ends (it does not, unless the API goes away).
 pub async fn run_with(client: Client, config: NotifyConfig) {
     let (reader, writer) = reflector::store();
-    let providers = reflector::reflector(
-        writer,
-        watcher(
-            Api::<AlertProvider>::all(client.clone()),
-            watcher::Config::default(),
+    let (signal, providers_ready) = cache_ready();
+    let providers = signal_when_listed(
+        reflector::reflector(
+            writer,
+            watcher(
+                Api::<AlertProvider>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         ),
+        signal,
     )
     .default_backoff()
     .touched_objects()
@@ -202,7 +207,7 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
             shared: shared.clone(),
         }),
     );
-    if shared.providers.wait_until_ready().await.is_err() {
+    if !providers_ready.wait().await {
         return;
     }
     resume(&shared, &delivery).await;
