@@ -545,6 +545,25 @@ fn weir_writes(stats: &Value) -> BTreeMap<(String, String, String), u64> {
 }
 
 /// Requests (any verb) made by weir's client.
+/// weir's requests by verb and resource, reads included.
+fn weir_requests_by(stats: &Value) -> BTreeMap<(String, String), u64> {
+    let mut by = BTreeMap::new();
+    for r in stats["requestsByResource"].as_array().into_iter().flatten() {
+        if r["userAgent"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("weir/")
+        {
+            let key = (
+                r["verb"].as_str().unwrap_or_default().to_string(),
+                r["resource"].as_str().unwrap_or_default().to_string(),
+            );
+            *by.entry(key).or_default() += r["count"].as_u64().unwrap_or(0);
+        }
+    }
+    by
+}
+
 fn weir_requests(stats: &Value) -> u64 {
     stats["requestsByResource"]
         .as_array()
@@ -774,6 +793,10 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         let kinds = weir_writes(&stats);
         out.writes.push(kinds.values().sum());
         out.requests.push(weir_requests(&stats));
+        eprintln!(
+            "stepping run {run}: weir's requests: {:?}",
+            weir_requests_by(&stats)
+        );
         w.stop().await;
         out.floor.push(replay_floor(&cluster, n, run, &kinds).await);
         out.kinds = kinds;

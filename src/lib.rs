@@ -11,6 +11,7 @@ pub mod fnv;
 pub mod gitsync;
 pub mod leader_election;
 pub mod notify;
+pub mod owner_index;
 pub mod plugin;
 pub mod rbac;
 pub mod rollout;

@@ -73,18 +73,23 @@ pub const RULES: &[Rule] = &[
         "replicasets",
         &["list", "watch", "create", "patch", "delete"],
     ),
-    rule("rollout", "", "services", &["get", "patch"]),
+    rule(
+        "rollout",
+        "",
+        "services",
+        &["get", "list", "watch", "patch"],
+    ),
     rule(
         "rollout",
         "gateway.networking.k8s.io",
         "httproutes",
-        &["get", "patch"],
+        &["get", "list", "watch", "patch"],
     ),
     rule(
         "rollout",
         "networking.istio.io",
         "virtualservices",
-        &["get", "patch"],
+        &["get", "list", "watch", "patch"],
     ),
     rule("rollout", "", "events", &["create"]),
     // Analysis: measures AnalysisRuns; providers read credentials from Secrets.

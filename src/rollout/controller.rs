@@ -23,12 +23,14 @@ use crate::api::conditions;
 use crate::api::rollout::{CanaryStep, RolloutAnalysis};
 use crate::api::rollout::{Rollout, RolloutPhase, RolloutStrategy};
 use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
+use crate::owner_index::OwnerIndex;
 use crate::traffic::{self, Backends, TrafficRouter, Weights};
 
 use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::POD_TEMPLATE_HASH_LABEL;
 use super::plan::{self, Action, Observed, ServiceState, TrafficState, Transition};
 use super::replica_sets::{self, ROLLOUT_LABEL, SCALE_DOWN_AT_ANNOTATION};
+use super::watch_caches::{ObjectKey, WatchCaches};
 
 /// Label naming which analysis of a Rollout a run is (`step2`, `background`, ...).
 pub const ANALYSIS_LABEL: &str = "weir.io/analysis";
@@ -72,8 +74,11 @@ pub struct Context {
     client: Client,
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
+    replica_sets_index: OwnerIndex,
+    analysis_runs_index: OwnerIndex,
     replica_sets_ready: CacheReady,
     analysis_runs_ready: CacheReady,
+    caches: WatchCaches,
     clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
@@ -89,12 +94,13 @@ pub async fn run(client: Client) {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let (rs_signal, rs_ready) = cache_ready();
+    let rs_index = OwnerIndex::default();
     let rs_stream = signal_when_listed(
-        reflector::reflector(
+        rs_index.track(reflector::reflector(
             writer,
             watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL))
                 .modify(slim_replica_set),
-        ),
+        )),
         rs_signal,
     )
     .default_backoff()
@@ -102,33 +108,37 @@ pub async fn run(client: Client) {
     let run_api: Api<AnalysisRun> = Api::all(client.clone());
     let (run_reader, run_writer) = reflector::store();
     let (run_signal, runs_ready) = cache_ready();
+    let run_index = OwnerIndex::default();
     let run_stream = signal_when_listed(
-        reflector::reflector(
+        run_index.track(reflector::reflector(
             run_writer,
             watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL))
                 .modify(|run: &mut AnalysisRun| run.managed_fields_mut().clear()),
-        ),
+        )),
         run_signal,
     )
     .default_backoff()
     .touched_objects();
+    let (caches, drivers) = WatchCaches::start(&client, &traffic::route_resources());
     let ctx = Arc::new(Context {
         client: client.clone(),
         replica_sets: reader,
         analysis_runs: run_reader,
+        replica_sets_index: rs_index,
+        analysis_runs_index: run_index,
         replica_sets_ready: rs_ready,
         analysis_runs_ready: runs_ready,
+        caches,
         clock: Box::new(jiff::Timestamp::now),
     });
     let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
     let ro_writer = reflector::store::Writer::new(rollout_resource());
     let ro_reader = ro_writer.as_reader();
-    // The reconcile reads each Rollout fresh, so the cache keeps only what names it. Deletions are
-    // picked off the same watch (the Controller never reconciles an object that is gone) to drop
-    // the deleted Rollout's metric series.
+    // Deletions are picked off the same watch (the Controller never reconciles an object that is
+    // gone) to drop the deleted Rollout's metric series.
     let rollout_stream = reflector::reflector(
         ro_writer,
-        watcher(rollouts, watcher::Config::default()).modify(name_only),
+        watcher(rollouts, watcher::Config::default()).modify(slim_rollout),
     )
     .inspect(|event| {
         if let Ok(watcher::Event::Delete(ro)) = event {
@@ -155,16 +165,34 @@ pub async fn run(client: Client) {
                 tracing::debug!(error = %e, "rollout reconcile failed");
             }
         });
-    controller.await;
+    let caches = futures::future::join_all(drivers);
+    futures::future::select(Box::pin(controller), caches).await;
 }
 
-/// What the controller's cache keeps of a Rollout: its name, namespace and identity, for triggers.
-fn name_only(ro: &mut DynamicObject) {
-    ro.data = serde_json::Value::Null;
-    let meta = &mut ro.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.labels = None;
+/// What the controller's cache keeps of a Rollout. A Healthy one is reconciled only on a change or
+/// a resync, so the cache keeps what names it and the reconcile reads it fresh: 10,000 settled
+/// Rollouts cost no more than their names. One in the middle of a release is reconciled on every
+/// step, and is kept whole, so those reconciles plan from the cache.
+fn slim_rollout(ro: &mut DynamicObject) {
+    ro.metadata.managed_fields = None;
+    let healthy = ro
+        .data
+        .pointer("/status/phase")
+        .and_then(serde_json::Value::as_str)
+        == Some(RolloutPhase::Healthy.as_str());
+    if healthy {
+        ro.data = serde_json::Value::Null;
+        ro.metadata.annotations = None;
+        ro.metadata.labels = None;
+    }
+}
+
+fn rollout_key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        resource: "rollouts.weir.io".into(),
+        namespace: ns.into(),
+        name: name.into(),
+    }
 }
 
 /// What the controller reads of a ReplicaSet: not its pod template, which is most of it.
@@ -189,19 +217,29 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = rollout_key(&ns, &name);
+    let newest = ctx.caches.newest();
     // The watch cache may lag our own last status write; planning from a stale status would record
-    // transitions twice. Read the Rollout fresh (the object from the cache only names it).
-    let dyn_api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &ns, &rollout_resource());
-    let Some(fresh) = dyn_api
-        .get_opt(&name)
-        .await
-        .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
-    else {
-        crate::telemetry::global().rollout(&ns, &name, None);
-        return Ok(Requeue::await_change());
+    // transitions twice. So the cached copy is used only when it is whole and shows the newest
+    // version weir knows of; otherwise the Rollout is read fresh.
+    let value = if !obj.data.is_null() && newest.is_current(&key, obj.resource_version().as_deref())
+    {
+        serde_json::to_value(&*obj).map_err(ControllerError::Decode)?
+    } else {
+        let dyn_api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &ns, &rollout_resource());
+        let Some(fresh) = dyn_api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
+        else {
+            newest.forget(&key);
+            crate::telemetry::global().rollout(&ns, &name, None);
+            return Ok(Requeue::await_change());
+        };
+        newest.saw(key.clone(), fresh.resource_version().as_deref());
+        serde_json::to_value(&fresh).map_err(ControllerError::Decode)?
     };
-    let value = serde_json::to_value(&fresh).map_err(ControllerError::Decode)?;
     let ro: Rollout = match serde_json::from_value(value) {
         Ok(ro) => ro,
         Err(e) => return invalid_object(&ctx, &ns, &name, &e.to_string()).await,
@@ -235,12 +273,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
             ..Default::default()
         };
         match api.replace_status(&name, &pp, &next).await {
-            Ok(_) => {}
-            // Someone (a person promoting, the plugin) changed the Rollout since we read it: plan again.
+            Ok(written) => newest.saw(key, written.metadata.resource_version.as_deref()),
+            // Someone (a person promoting, the plugin) changed the Rollout since we read it: plan again,
+            // from a fresh read.
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                newest.unknown(key);
                 return Ok(Requeue::requeue(Duration::from_millis(50)));
             }
-            Err(e) => return Err(api_err(format!("writing status of Rollout {ns}/{name}"))(e)),
+            Err(e) => {
+                newest.unknown(key);
+                return Err(api_err(format!("writing status of Rollout {ns}/{name}"))(e));
+            }
         }
     }
     Ok(match plan.requeue {
@@ -312,27 +355,22 @@ async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerErro
     let ns = ro.metadata.namespace.clone().unwrap_or_default();
     let uid = ro.metadata.uid.clone().unwrap_or_default();
     let replica_sets = ctx
-        .replica_sets
-        .state()
+        .replica_sets_index
+        .owned(&ctx.replica_sets, &uid)
         .iter()
         .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|rs| rs.owner_references().iter().any(|o| o.uid == uid))
         .filter_map(|rs| replica_sets::observe(rs))
         .collect();
-    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let mut services = BTreeMap::new();
     for name in services_of(ro) {
-        let svc = svc_api
-            .get_opt(&name)
+        let selected = ctx
+            .caches
+            .service(&ctx.client, &ns, &name)
             .await
             .map_err(api_err(format!("reading Service {ns}/{name}")))?;
-        let state = match svc {
+        let state = match selected {
             None => ServiceState::Missing,
-            Some(s) => ServiceState::Present(
-                s.spec
-                    .and_then(|sp| sp.selector)
-                    .and_then(|sel| sel.get(POD_TEMPLATE_HASH_LABEL).cloned()),
-            ),
+            Some(hash) => ServiceState::Present(hash),
         };
         services.insert(name, state);
     }
@@ -342,7 +380,11 @@ async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerErro
             let mut weights = Vec::new();
             let mut invalid = None;
             for r in &routers {
-                match r.observe(&ctx.client, &b).await {
+                let read = match b.check() {
+                    Ok(()) => ctx.caches.route(&ctx.client, r.route()).await,
+                    Err(e) => Err(e),
+                };
+                match read.and_then(|route| r.weights_in(&route, &b)) {
                     Ok(w) => weights.push(w.canary),
                     Err(e) if e.is_invalid_spec() => {
                         invalid = Some(e.to_string());
@@ -362,11 +404,10 @@ async fn observe(ctx: &Context, ro: &Rollout) -> Result<Observed, ControllerErro
         _ => TrafficState::Unrouted,
     };
     let analysis_runs = ctx
-        .analysis_runs
-        .state()
+        .analysis_runs_index
+        .owned(&ctx.analysis_runs, &uid)
         .iter()
         .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
         .map(|r| {
             let status = r.status.clone().unwrap_or_default();
             (
@@ -478,9 +519,11 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
         Action::PinService { service, hash } => {
             let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
             let patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
-            api.patch(service, &pp, &Patch::Merge(&patch))
+            let written = api
+                .patch(service, &pp, &Patch::Merge(&patch))
                 .await
                 .map_err(api_err(format!("pinning Service {ns}/{service}")))?;
+            ctx.caches.wrote_service(&ns, service, &written);
         }
         Action::CreateReplicaSet { hash, replicas } => {
             let rs = replica_sets::build(ro, hash, *replicas);
@@ -575,10 +618,20 @@ async fn execute(ctx: &Context, ro: &Rollout, action: &Action) -> Result<(), Con
             // were tried, so an abort never leaves some routes on the canary because another failed.
             let mut first_err = None;
             for r in routers(ro) {
-                if let Err(e) = r.set_weights(&ctx.client, &b, weights, *complete).await
-                    && first_err.is_none()
+                // The route as the plan saw it, so an unchanged one costs no read; a stale one costs
+                // a conflict and a fresh read.
+                let read = ctx.caches.route(&ctx.client, r.route()).await.ok();
+                match r
+                    .set_weights_from(&ctx.client, &b, weights, *complete, read)
+                    .await
                 {
-                    first_err = Some(e);
+                    Ok(stored) => ctx.caches.wrote_route(r.route(), &stored),
+                    Err(e) => {
+                        ctx.caches.route_unknown(r.route());
+                        if first_err.is_none() {
+                            first_err = Some(e);
+                        }
+                    }
                 }
             }
             if let Some(e) = first_err {

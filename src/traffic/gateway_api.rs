@@ -49,29 +49,23 @@ impl HttpRouteRouter {
 }
 
 impl TrafficRouter for HttpRouteRouter {
-    fn describe(&self) -> String {
-        self.object.describe()
+    fn route(&self) -> &RouteObject {
+        &self.object
     }
 
-    fn observe<'a>(
-        &'a self,
-        client: &'a kube::Client,
-        backends: &'a Backends,
-    ) -> futures::future::BoxFuture<'a, Result<Weights, TrafficError>> {
-        Box::pin(async move {
-            backends.check()?;
-            let route = self.object.get(client).await?;
-            observed_weights(&route, backends)
-        })
+    fn weights_in(&self, route: &Value, backends: &Backends) -> Result<Weights, TrafficError> {
+        backends.check()?;
+        observed_weights(route, backends)
     }
 
-    fn set_weights<'a>(
+    fn set_weights_from<'a>(
         &'a self,
         client: &'a kube::Client,
         backends: &'a Backends,
         weights: Weights,
         complete: bool,
-    ) -> futures::future::BoxFuture<'a, Result<(), TrafficError>> {
+        read: Option<Value>,
+    ) -> futures::future::BoxFuture<'a, Result<Value, TrafficError>> {
         Box::pin(async move {
             backends.check()?;
             check_complete(weights, complete)?;
@@ -79,6 +73,7 @@ impl TrafficRouter for HttpRouteRouter {
                 .converge(
                     client,
                     weights,
+                    read,
                     |route| {
                         Ok(desired_route(route, backends, weights, complete)?
                             .map(|change| change.merge_patch(route)))

@@ -38,29 +38,23 @@ impl VirtualServiceRouter {
 }
 
 impl TrafficRouter for VirtualServiceRouter {
-    fn describe(&self) -> String {
-        self.object.describe()
+    fn route(&self) -> &RouteObject {
+        &self.object
     }
 
-    fn observe<'a>(
-        &'a self,
-        client: &'a kube::Client,
-        backends: &'a Backends,
-    ) -> futures::future::BoxFuture<'a, Result<Weights, TrafficError>> {
-        Box::pin(async move {
-            backends.check()?;
-            let vs = self.object.get(client).await?;
-            observed_weights(&vs, &self.routes, backends)
-        })
+    fn weights_in(&self, vs: &Value, backends: &Backends) -> Result<Weights, TrafficError> {
+        backends.check()?;
+        observed_weights(vs, &self.routes, backends)
     }
 
-    fn set_weights<'a>(
+    fn set_weights_from<'a>(
         &'a self,
         client: &'a kube::Client,
         backends: &'a Backends,
         weights: Weights,
         complete: bool,
-    ) -> futures::future::BoxFuture<'a, Result<(), TrafficError>> {
+        read: Option<Value>,
+    ) -> futures::future::BoxFuture<'a, Result<Value, TrafficError>> {
         Box::pin(async move {
             backends.check()?;
             // A VirtualService has nothing weir added, so completion only means the weights.
@@ -69,6 +63,7 @@ impl TrafficRouter for VirtualServiceRouter {
                 .converge(
                     client,
                     weights,
+                    read,
                     |vs| {
                         Ok(desired_http(vs, &self.routes, backends, weights)?
                             .map(|http| guarded_merge_patch(vs, "http", http, &[])))

@@ -196,22 +196,36 @@ impl TrafficError {
 /// One kind of router; one value per route resource the Rollout names.
 pub trait TrafficRouter: Send + Sync {
     /// e.g. "HTTPRoute default/web".
-    fn describe(&self) -> String;
+    fn describe(&self) -> String {
+        self.route().describe()
+    }
 
-    /// Reads the route and checks that weir can manage it (stable backend present, etc.), returning
-    /// the weights it currently carries. Never writes.
+    /// The route resource this router weights.
+    fn route(&self) -> &RouteObject;
+
+    /// Checks that weir can manage `route` (stable backend present, etc.), returning the weights it
+    /// carries. `route` is the whole object, as read from the API or a watch cache.
     ///
     /// When several rules or routes in the resource disagree, the weights with the largest canary
     /// share are returned: that is the most traffic the canary may be getting.
+    fn weights_in(&self, route: &Value, backends: &Backends) -> Result<Weights, TrafficError>;
+
+    /// Reads the route from the API and returns [`TrafficRouter::weights_in`] of it. Never writes.
     fn observe<'a>(
         &'a self,
         client: &'a kube::Client,
         backends: &'a Backends,
-    ) -> BoxFuture<'a, Result<Weights, TrafficError>>;
+    ) -> BoxFuture<'a, Result<Weights, TrafficError>> {
+        Box::pin(async move {
+            backends.check()?;
+            let route = self.route().get(client).await?;
+            self.weights_in(&route, backends)
+        })
+    }
 
-    /// Sets the weights, writing only when they differ from what is there; reads back after the write
-    /// and retries (at most [`MAX_WRITE_ATTEMPTS`] writes) on a mismatch or a 409; returns
-    /// [`TrafficError::WeightMismatch`] if it still differs.
+    /// Sets the weights, writing only when they differ from what is there; checks the stored object
+    /// each write returns and retries (at most [`MAX_WRITE_ATTEMPTS`] writes) on a mismatch or a 409;
+    /// returns [`TrafficError::WeightMismatch`] if it still differs.
     ///
     /// `complete=true` means the release finished: the canary backendRefs weir added are removed
     /// (Gateway API). It requires canary weight 0.
@@ -221,7 +235,40 @@ pub trait TrafficRouter: Send + Sync {
         backends: &'a Backends,
         weights: Weights,
         complete: bool,
-    ) -> BoxFuture<'a, Result<(), TrafficError>>;
+    ) -> BoxFuture<'a, Result<(), TrafficError>> {
+        Box::pin(async move {
+            self.set_weights_from(client, backends, weights, complete, None)
+                .await
+                .map(drop)
+        })
+    }
+
+    /// [`TrafficRouter::set_weights`], starting from `read` (the route as the caller last saw it)
+    /// instead of a fresh read. A stale `read` costs one conflict: every patch is guarded by the
+    /// resourceVersion it was made from. Returns the route as stored after the last write (or as
+    /// read, when nothing had to change).
+    fn set_weights_from<'a>(
+        &'a self,
+        client: &'a kube::Client,
+        backends: &'a Backends,
+        weights: Weights,
+        complete: bool,
+        read: Option<Value>,
+    ) -> BoxFuture<'a, Result<Value, TrafficError>>;
+}
+
+/// Every route kind a router weights, for watches over them.
+pub fn route_resources() -> Vec<ApiResource> {
+    vec![
+        gateway_api::HttpRouteRouter::new("", "")
+            .route()
+            .resource
+            .clone(),
+        istio::VirtualServiceRouter::new("", "", Vec::new())
+            .route()
+            .resource
+            .clone(),
+    ]
 }
 
 /// The routers a Rollout's trafficRouting names, Gateway API routes first.
@@ -270,11 +317,15 @@ pub(crate) fn str_field<'v>(value: &'v Value, name: &str) -> Option<&'v str> {
 
 /// One route resource, addressed dynamically because no typed crate exists for it.
 #[derive(Debug, Clone)]
-pub(crate) struct RouteObject {
-    pub(crate) kind: &'static str,
-    pub(crate) resource: ApiResource,
-    pub(crate) namespace: String,
-    pub(crate) name: String,
+pub struct RouteObject {
+    /// `HTTPRoute` or `VirtualService`.
+    pub kind: &'static str,
+    /// Its API resource.
+    pub resource: ApiResource,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
 }
 
 impl RouteObject {
@@ -295,7 +346,8 @@ impl RouteObject {
         }
     }
 
-    pub(crate) fn describe(&self) -> String {
+    /// e.g. "HTTPRoute default/web".
+    pub fn describe(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
     }
 
@@ -303,8 +355,8 @@ impl RouteObject {
         Api::namespaced_with(client.clone(), &self.namespace, &self.resource)
     }
 
-    /// The whole object as JSON.
-    pub(crate) async fn get(&self, client: &kube::Client) -> Result<Value, TrafficError> {
+    /// The whole object as JSON, read from the API.
+    pub async fn get(&self, client: &kube::Client) -> Result<Value, TrafficError> {
         let found = self
             .api(client)
             .get_opt(&self.name)
@@ -327,19 +379,23 @@ impl RouteObject {
         })
     }
 
-    async fn merge_patch(&self, client: &kube::Client, body: &Value) -> Result<(), kube::Error> {
+    /// Writes `body`; the object as stored after the write (admission included).
+    async fn merge_patch(&self, client: &kube::Client, body: &Value) -> Result<Value, kube::Error> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        self.api(client)
+        let written = self
+            .api(client)
             .patch(&self.name, &params, &Patch::Merge(body))
-            .await
-            .map(|_| ())
+            .await?;
+        serde_json::to_value(written).map_err(kube::Error::SerdeError)
     }
 
-    /// Reads the object, asks `desired` for the merge patch that brings it where weir wants it, writes
-    /// that patch, and reads again, until nothing is left to change or the attempts run out.
+    /// Starting from `read` (or a fresh read), asks `desired` for the merge patch that brings the
+    /// object where weir wants it, and writes it, until nothing is left to change or the attempts run
+    /// out. Each write's answer is the stored object, so it serves as the read-back; only a conflict
+    /// costs a fresh read.
     ///
     /// `desired` returns None when the object already is as wanted. Its patch must carry the
     /// object's `metadata.resourceVersion`, so a concurrent change fails the write with 409 instead of
@@ -348,19 +404,27 @@ impl RouteObject {
         &self,
         client: &kube::Client,
         want: Weights,
+        read: Option<Value>,
         desired: impl Fn(&Value) -> Result<Option<Value>, TrafficError>,
         observed: impl Fn(&Value) -> Result<Weights, TrafficError>,
-    ) -> Result<(), TrafficError> {
+    ) -> Result<Value, TrafficError> {
+        let mut object = match read {
+            Some(object) => object,
+            None => self.get(client).await?,
+        };
         let mut last_conflict = None;
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let object = self.get(client).await?;
             let Some(patch) = desired(&object)? else {
-                return Ok(());
+                return Ok(object);
             };
             match self.merge_patch(client, &patch).await {
-                Ok(()) => last_conflict = None,
+                Ok(written) => {
+                    last_conflict = None;
+                    object = written;
+                }
                 Err(kube::Error::Api(status)) if status.is_conflict() => {
                     last_conflict = Some(kube::Error::Api(status));
+                    object = self.get(client).await?;
                 }
                 Err(source) => {
                     return Err(TrafficError::Api {
@@ -371,10 +435,8 @@ impl RouteObject {
                 }
             }
         }
-        // The read-back of the last write.
-        let object = self.get(client).await?;
         if desired(&object)?.is_none() {
-            return Ok(());
+            return Ok(object);
         }
         if let Some(source) = last_conflict {
             return Err(TrafficError::Conflict {

@@ -1,0 +1,390 @@
+//! What the Rollout controller reads from watch caches instead of the API: the Services it pins and
+//! the routes it weights.
+//!
+//! Every reconcile used to GET both Services and every route, and every step transition takes
+//! several reconciles (weir's own writes trigger the next ones), so reads outnumbered writes by two
+//! to one while 1,000 canaries stepped. A cache can lag weir's own last write, though, and planning
+//! from the version before it would repeat the write. [`NewestVersions`] remembers the
+//! resourceVersion of weir's own writes until the cache shows it; until then, and whenever a cache
+//! is not listed yet or lacks the object, the read goes to the API. A cache miss therefore costs one
+//! GET, never a wrong plan.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde_json::Value;
+
+use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
+use crate::traffic::{RouteObject, TrafficError};
+
+/// Which object: its resource (plural and group), namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    /// `services`, `httproutes.gateway.networking.k8s.io`, ...
+    pub resource: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The resourceVersion of the newest version weir knows of each object, for objects whose watch
+/// cache may not show it yet (weir just wrote them, or read them past the cache).
+///
+/// resourceVersions are opaque: they can be compared for equality, never ordered. So a cached copy
+/// is trusted when no newer version is known, or when it is that version; once the cache shows it,
+/// the entry is dropped, and the map holds only objects in flight.
+#[derive(Debug, Default)]
+pub struct NewestVersions(Mutex<HashMap<ObjectKey, String>>);
+
+impl NewestVersions {
+    /// Remembers `rv` as the newest version of `key` (from a write's answer or a fresh read).
+    pub fn saw(&self, key: ObjectKey, rv: Option<&str>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match rv {
+            Some(rv) => {
+                map.insert(key, rv.to_string());
+            }
+            None => {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// Marks `key` as changed by someone else in a way weir has not read (a write refused with a
+    /// conflict): its cached copy is not trusted until a fresh read.
+    pub fn unknown(&self, key: ObjectKey) {
+        // No stored object has an empty resourceVersion, so no cached copy matches it.
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, String::new());
+    }
+
+    /// Forgets `key` (the object is gone).
+    pub fn forget(&self, key: &ObjectKey) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// Whether a cached copy at `cached_rv` is the newest version weir knows of.
+    pub fn is_current(&self, key: &ObjectKey, cached_rv: Option<&str>) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(key) {
+            None => true,
+            Some(newest) if Some(newest.as_str()) == cached_rv => {
+                map.remove(key);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// How many objects are in flight; for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no object is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A reflector store and whether its first list is in.
+#[derive(Clone)]
+struct Cache<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    ready: CacheReady,
+}
+
+impl<K: Resource + Clone + 'static> Cache<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The cached copy of `key`, when the cache is listed, holds it, and it is the newest known.
+    fn current(
+        &self,
+        newest: &NewestVersions,
+        key: &ObjectKey,
+        dt: K::DynamicType,
+    ) -> Option<std::sync::Arc<K>> {
+        if !self.ready.is_ready() {
+            return None;
+        }
+        let obj = self
+            .store
+            .get(&ObjectRef::new_with(&key.name, dt).within(&key.namespace))?;
+        newest
+            .is_current(key, obj.meta().resource_version.as_deref())
+            .then_some(obj)
+    }
+}
+
+/// The Services and routes the Rollout controller reads, cached by watches that keep only the
+/// fields it reads.
+pub struct WatchCaches {
+    services: Cache<Service>,
+    routes: HashMap<String, (ApiResource, Cache<DynamicObject>)>,
+    newest: NewestVersions,
+}
+
+/// A watch's stream, driven until the API goes away for good.
+pub type Driver = futures::future::BoxFuture<'static, ()>;
+
+impl WatchCaches {
+    /// Caches fed by watches on every Service and every route kind a router names; the returned
+    /// futures drive the watches and never end.
+    ///
+    /// A route kind whose CRD is not installed never lists: its reads go to the API (and say
+    /// NotFound), as without a cache.
+    pub fn start(client: &Client, route_kinds: &[ApiResource]) -> (WatchCaches, Vec<Driver>) {
+        let mut drivers = Vec::new();
+        let (services, driver) = watch(Api::<Service>::all(client.clone()), (), slim_service);
+        drivers.push(driver);
+        let mut routes = HashMap::new();
+        for ar in route_kinds {
+            let (cache, driver) = watch(
+                Api::<DynamicObject>::all_with(client.clone(), ar),
+                ar.clone(),
+                slim_route,
+            );
+            drivers.push(driver);
+            routes.insert(resource_key(ar), (ar.clone(), cache));
+        }
+        let caches = WatchCaches {
+            services,
+            routes,
+            newest: NewestVersions::default(),
+        };
+        (caches, drivers)
+    }
+
+    /// The versions weir knows to be newer than its caches.
+    pub fn newest(&self) -> &NewestVersions {
+        &self.newest
+    }
+
+    /// The pod-template-hash the Service `namespace/name` selects (None when it selects none), or
+    /// None when the Service does not exist.
+    pub async fn service(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Option<String>>, kube::Error> {
+        let key = service_key(namespace, name);
+        let selected = |svc: &Service| {
+            svc.spec
+                .as_ref()
+                .and_then(|sp| sp.selector.as_ref())
+                .and_then(|sel| sel.get(super::hash::POD_TEMPLATE_HASH_LABEL).cloned())
+        };
+        if let Some(svc) = self.services.current(&self.newest, &key, ()) {
+            return Ok(Some(selected(&svc)));
+        }
+        let fresh = Api::<Service>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?;
+        self.saw_read(key, fresh.as_ref().map(|s| s.meta()));
+        Ok(fresh.as_ref().map(selected))
+    }
+
+    /// Remembers weir's own write of the Service `namespace/name`.
+    pub fn wrote_service(&self, namespace: &str, name: &str, written: &Service) {
+        self.newest.saw(
+            service_key(namespace, name),
+            written.metadata.resource_version.as_deref(),
+        );
+    }
+
+    /// The route `route` as JSON, from the cache when it is current there, else from the API.
+    pub async fn route(&self, client: &Client, route: &RouteObject) -> Result<Value, TrafficError> {
+        let key = route_key(route);
+        if let Some((ar, cache)) = self.routes.get(&key.resource)
+            && let Some(obj) = cache.current(&self.newest, &key, ar.clone())
+        {
+            return serde_json::to_value(&*obj).map_err(|source| TrafficError::Decode {
+                route: route.describe(),
+                source,
+            });
+        }
+        match route.get(client).await {
+            Ok(fresh) => {
+                self.wrote_route(route, &fresh);
+                Ok(fresh)
+            }
+            Err(e) => {
+                if matches!(e, TrafficError::NotFound { .. }) {
+                    self.newest.forget(&key);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Remembers the route as weir last read or wrote it.
+    pub fn wrote_route(&self, route: &RouteObject, stored: &Value) {
+        self.newest.saw(
+            route_key(route),
+            stored
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str),
+        );
+    }
+
+    /// After a failed write of `route`: its cached copy is not trusted until read again.
+    pub fn route_unknown(&self, route: &RouteObject) {
+        self.newest.unknown(route_key(route));
+    }
+
+    fn saw_read(&self, key: ObjectKey, meta: Option<&kube::api::ObjectMeta>) {
+        match meta {
+            Some(m) => self.newest.saw(key, m.resource_version.as_deref()),
+            None => self.newest.forget(&key),
+        }
+    }
+}
+
+fn watch<K, F>(api: Api<K>, dt: K::DynamicType, slim: F) -> (Cache<K>, Driver)
+where
+    K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    F: FnMut(&mut K) + Send + 'static,
+{
+    let writer = reflector::store::Writer::new(dt);
+    let store = writer.as_reader();
+    let (signal, ready) = cache_ready();
+    let stream = signal_when_listed(
+        reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(slim),
+        ),
+        signal,
+    )
+    .default_backoff();
+    let driver = Box::pin(stream.for_each(|_| futures::future::ready(())));
+    (Cache { store, ready }, driver)
+}
+
+/// What the controller reads of a Service: its selector.
+fn slim_service(svc: &mut Service) {
+    let meta = &mut svc.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    svc.status = None;
+    if let Some(spec) = svc.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::ServiceSpec {
+            selector: spec.selector.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// What the routers read of a route: its spec and annotations (weir's own bookkeeping lives there).
+fn slim_route(route: &mut DynamicObject) {
+    route.metadata.managed_fields = None;
+    route.metadata.labels = None;
+    if let Some(obj) = route.data.as_object_mut() {
+        obj.remove("status");
+    }
+}
+
+fn service_key(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        resource: "services".into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+fn resource_key(ar: &ApiResource) -> String {
+    format!("{}.{}", ar.plural, ar.group)
+}
+
+fn route_key(route: &RouteObject) -> ObjectKey {
+    ObjectKey {
+        resource: resource_key(&route.resource),
+        namespace: route.namespace.clone(),
+        name: route.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            resource: "services".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_cached_copy_is_trusted_until_weir_writes_and_again_once_it_shows_the_write() {
+        let newest = NewestVersions::default();
+        // (what happens, cached rv, trusted?)
+        assert!(newest.is_current(&key("web"), Some("1")), "nothing known");
+        newest.saw(key("web"), Some("5"));
+        assert!(
+            !newest.is_current(&key("web"), Some("1")),
+            "cache lags the write"
+        );
+        assert!(!newest.is_current(&key("web"), None), "no version at all");
+        assert!(newest.is_current(&key("web"), Some("5")), "cache shows it");
+        assert!(newest.is_empty(), "in flight no more");
+        assert!(
+            newest.is_current(&key("web"), Some("7")),
+            "a later outside write"
+        );
+    }
+
+    #[test]
+    fn a_conflict_distrusts_the_cache_until_a_fresh_read() {
+        let newest = NewestVersions::default();
+        newest.unknown(key("web"));
+        assert!(!newest.is_current(&key("web"), Some("5")));
+        assert!(!newest.is_current(&key("web"), Some("6")));
+        newest.saw(key("web"), Some("6"));
+        assert!(newest.is_current(&key("web"), Some("6")));
+        newest.unknown(key("gone"));
+        newest.forget(&key("gone"));
+        assert!(newest.is_current(&key("gone"), Some("1")));
+        assert!(newest.is_empty());
+    }
+
+    #[test]
+    fn a_slim_service_keeps_its_selector_and_identity_only() {
+        let mut svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "3",
+                "labels": {"a": "b"}, "annotations": {"c": "d"}},
+            "spec": {"selector": {"app": "web", "weir.io/pod-template-hash": "abc"},
+                "ports": [{"port": 80}], "type": "ClusterIP"},
+        }))
+        .unwrap();
+        slim_service(&mut svc);
+        assert_eq!(
+            serde_json::to_value(&svc).unwrap(),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "default", "resourceVersion": "3"},
+                "spec": {"selector": {"app": "web", "weir.io/pod-template-hash": "abc"}},
+            })
+        );
+    }
+}
