@@ -30,7 +30,7 @@ use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::POD_TEMPLATE_HASH_LABEL;
 use super::plan::{self, Action, Observed, ServiceState, TrafficState, Transition};
 use super::replica_sets::{self, ROLLOUT_LABEL, SCALE_DOWN_AT_ANNOTATION};
-use super::watch_caches::{ObjectKey, WatchCaches};
+use super::watch_caches::{CachedCopy, ObjectKey, WatchCaches};
 
 /// Label naming which analysis of a Rollout a run is (`step2`, `background`, ...).
 pub const ANALYSIS_LABEL: &str = "weir.io/analysis";
@@ -221,24 +221,29 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
     let newest = ctx.caches.newest();
     // The watch cache may lag our own last status write; planning from a stale status would record
     // transitions twice. So the cached copy is used only when it is whole and shows the newest
-    // version weir knows of; otherwise the Rollout is read fresh.
-    let value = if !obj.data.is_null() && newest.is_current(&key, obj.resource_version().as_deref())
-    {
-        serde_json::to_value(&*obj).map_err(ControllerError::Decode)?
-    } else {
-        let dyn_api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &ns, &rollout_resource());
-        let Some(fresh) = dyn_api
-            .get_opt(&name)
-            .await
-            .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
-        else {
-            newest.forget(&key);
-            crate::telemetry::global().rollout(&ns, &name, None);
-            return Ok(Requeue::await_change());
-        };
-        newest.saw(key.clone(), fresh.resource_version().as_deref());
-        serde_json::to_value(&fresh).map_err(ControllerError::Decode)?
+    // version weir knows of; when it is the version just before our own write, the write's answer
+    // stands in for it (the next reconcile after a write usually starts before the watch shows it);
+    // otherwise the Rollout is read fresh.
+    let value = match newest.check(&key, obj.resource_version().as_deref()) {
+        CachedCopy::Current if !obj.data.is_null() => {
+            serde_json::to_value(&*obj).map_err(ControllerError::Decode)?
+        }
+        CachedCopy::Written(written) => (*written).clone(),
+        _ => {
+            let dyn_api: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &ns, &rollout_resource());
+            let Some(fresh) = dyn_api
+                .get_opt(&name)
+                .await
+                .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
+            else {
+                newest.forget(&key);
+                crate::telemetry::global().rollout(&ns, &name, None);
+                return Ok(Requeue::await_change());
+            };
+            newest.saw(key.clone(), fresh.resource_version().as_deref());
+            serde_json::to_value(&fresh).map_err(ControllerError::Decode)?
+        }
     };
     let ro: Rollout = match serde_json::from_value(value) {
         Ok(ro) => ro,
@@ -273,7 +278,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
             ..Default::default()
         };
         match api.replace_status(&name, &pp, &next).await {
-            Ok(written) => newest.saw(key, written.metadata.resource_version.as_deref()),
+            Ok(written) => match serde_json::to_value(&written) {
+                Ok(object) => newest.wrote(key, ro.metadata.resource_version.as_deref(), object),
+                Err(_) => newest.unknown(key),
+            },
             // Someone (a person promoting, the plugin) changed the Rollout since we read it: plan again,
             // from a fresh read.
             Err(kube::Error::Api(s)) if s.code == 409 => {

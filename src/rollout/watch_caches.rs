@@ -10,7 +10,7 @@
 //! GET, never a wrong plan.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -41,7 +41,32 @@ pub struct ObjectKey {
 /// is trusted when no newer version is known, or when it is that version; once the cache shows it,
 /// the entry is dropped, and the map holds only objects in flight.
 #[derive(Debug, Default)]
-pub struct NewestVersions(Mutex<HashMap<ObjectKey, String>>);
+pub struct NewestVersions(Mutex<HashMap<ObjectKey, Newest>>);
+
+#[derive(Debug)]
+struct Newest {
+    rv: String,
+    written: Option<Written>,
+}
+
+/// An object as weir's own guarded write left it, and the version that write replaced.
+#[derive(Debug)]
+struct Written {
+    base_rv: String,
+    object: Arc<Value>,
+}
+
+/// What a cached copy is worth.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CachedCopy {
+    /// It is the newest version weir knows of.
+    Current,
+    /// It is the version weir's own last write replaced: that write's answer is the object now.
+    /// The write was guarded by that version, so nothing came between the two.
+    Written(Arc<Value>),
+    /// It may be older than what weir knows; read the object fresh.
+    Stale,
+}
 
 impl NewestVersions {
     /// Remembers `rv` as the newest version of `key` (from a write's answer or a fresh read).
@@ -49,12 +74,39 @@ impl NewestVersions {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match rv {
             Some(rv) => {
-                map.insert(key, rv.to_string());
+                map.insert(
+                    key,
+                    Newest {
+                        rv: rv.to_string(),
+                        written: None,
+                    },
+                );
             }
             None => {
                 map.remove(&key);
             }
         }
+    }
+
+    /// Remembers the answer of weir's write of `key`, guarded by `base_rv`, so that a cache still at
+    /// `base_rv` is served by it instead of a fresh read.
+    pub fn wrote(&self, key: ObjectKey, base_rv: Option<&str>, object: Value) {
+        let Some(rv) = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            self.unknown(key);
+            return;
+        };
+        let written = base_rv.map(|base| Written {
+            base_rv: base.to_string(),
+            object: Arc::new(object),
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, Newest { rv, written });
     }
 
     /// Marks `key` as changed by someone else in a way weir has not read (a write refused with a
@@ -64,7 +116,13 @@ impl NewestVersions {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, String::new());
+            .insert(
+                key,
+                Newest {
+                    rv: String::new(),
+                    written: None,
+                },
+            );
     }
 
     /// Forgets `key` (the object is gone).
@@ -75,17 +133,27 @@ impl NewestVersions {
             .remove(key);
     }
 
+    /// What a cached copy at `cached_rv` is worth.
+    pub fn check(&self, key: &ObjectKey, cached_rv: Option<&str>) -> CachedCopy {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(newest) = map.get(key) else {
+            return CachedCopy::Current;
+        };
+        if Some(newest.rv.as_str()) == cached_rv {
+            map.remove(key);
+            return CachedCopy::Current;
+        }
+        match &newest.written {
+            Some(w) if Some(w.base_rv.as_str()) == cached_rv => {
+                CachedCopy::Written(Arc::clone(&w.object))
+            }
+            _ => CachedCopy::Stale,
+        }
+    }
+
     /// Whether a cached copy at `cached_rv` is the newest version weir knows of.
     pub fn is_current(&self, key: &ObjectKey, cached_rv: Option<&str>) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get(key) {
-            None => true,
-            Some(newest) if Some(newest.as_str()) == cached_rv => {
-                map.remove(key);
-                true
-            }
-            Some(_) => false,
-        }
+        self.check(key, cached_rv) == CachedCopy::Current
     }
 
     /// How many objects are in flight; for tests and metrics.
@@ -119,7 +187,7 @@ where
         newest: &NewestVersions,
         key: &ObjectKey,
         dt: K::DynamicType,
-    ) -> Option<std::sync::Arc<K>> {
+    ) -> Option<Arc<K>> {
         if !self.ready.is_ready() {
             return None;
         }
@@ -352,6 +420,29 @@ mod tests {
             newest.is_current(&key("web"), Some("7")),
             "a later outside write"
         );
+    }
+
+    #[test]
+    fn a_cache_one_write_behind_is_served_by_that_writes_answer() {
+        let newest = NewestVersions::default();
+        let written = serde_json::json!({"metadata": {"resourceVersion": "5"}, "status": {"x": 1}});
+        newest.wrote(key("ro"), Some("4"), written.clone());
+        // (cached rv, what it is worth)
+        let cases = [
+            (Some("4"), CachedCopy::Written(Arc::new(written.clone()))),
+            (Some("3"), CachedCopy::Stale),
+            (Some("6"), CachedCopy::Stale),
+            (None, CachedCopy::Stale),
+            (Some("5"), CachedCopy::Current),
+        ];
+        for (cached, want) in cases {
+            assert_eq!(newest.check(&key("ro"), cached), want, "cached {cached:?}");
+        }
+        assert!(newest.is_empty(), "the cache showed the write");
+
+        // An answer without a version says nothing: read fresh.
+        newest.wrote(key("ro"), Some("5"), serde_json::json!({"metadata": {}}));
+        assert_eq!(newest.check(&key("ro"), Some("5")), CachedCopy::Stale);
     }
 
     #[test]
