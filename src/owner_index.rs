@@ -41,25 +41,17 @@ impl OwnerIndex {
     }
 
     fn add<K: Resource>(&self, obj: &K) {
-        let meta = obj.meta();
-        let id = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        );
+        let id = id_of(obj);
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for owner in meta.owner_references.iter().flatten() {
+        for owner in obj.meta().owner_references.iter().flatten() {
             map.entry(owner.uid.clone()).or_default().insert(id.clone());
         }
     }
 
     fn remove<K: Resource>(&self, obj: &K) {
-        let meta = obj.meta();
-        let id = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        );
+        let id = id_of(obj);
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for owner in meta.owner_references.iter().flatten() {
+        for owner in obj.meta().owner_references.iter().flatten() {
             if let Some(set) = map.get_mut(&owner.uid) {
                 set.remove(&id);
                 if set.is_empty() {
@@ -99,6 +91,14 @@ impl OwnerIndex {
         found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
         found
     }
+}
+
+fn id_of<K: Resource>(obj: &K) -> Id {
+    let meta = obj.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
