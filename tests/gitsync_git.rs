@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use git_remote::{Daemon, Fixture, HttpRemote, KEY, run_git};
 use support::TempDir;
 use weir::gitsync::git::{Author, CommitInfo, Git, GitAuth, GitCli, GitError, GitRefSpec};
+use weir::gitsync::render::{RenderOptions, plain_tree_files, render, render_files};
 
 fn count_objects(mirror: &Path) -> u64 {
     let git_dir = format!("--git-dir={}", mirror.display());
@@ -456,6 +457,97 @@ async fn reverts_that_do_not_apply_conflict_and_reverts_already_made_change_noth
         ),
         "{error:?}"
     );
+}
+
+/// A ConfigMap manifest named `name`.
+fn config_map(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+}
+
+#[tokio::test]
+async fn a_plain_directory_renders_from_the_object_database_as_from_a_checkout() {
+    let fx = Fixture::new("git-tree-render");
+    // Enough files for the parallel parse; names whose order differs between git's tree order
+    // (`a-b` before `a/`) and a path's component order (`a` before `a-b`); files and directories
+    // a checkout's walk skips; a symlink outside the rendered directory.
+    let mut files: Vec<(String, String)> = (0..70)
+        .map(|i| {
+            (
+                format!("apps/team/cm-{i:02}.yaml"),
+                config_map(&format!("cm-{i:02}")),
+            )
+        })
+        .collect();
+    files.extend([
+        ("apps/a/x.yaml".into(), config_map("in-a")),
+        ("apps/a-b/x.yaml".into(), config_map("in-a-b")),
+        ("apps/list.json".into(), r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"from-json"}}]}"#.into()),
+        ("apps/README.md".into(), "not a manifest\n".into()),
+        ("apps/.hidden/skip.yaml".into(), "not: [valid\n".into()),
+        ("apps/.skip.yaml".into(), "not: [valid\n".into()),
+        ("other/ignored.yaml".into(), config_map("elsewhere")),
+    ]);
+    std::fs::create_dir_all(fx.work.join("other")).unwrap();
+    std::os::unix::fs::symlink("ignored.yaml", fx.work.join("other/link.yaml")).unwrap();
+    let plain = fx.commit_owned("plain", &files);
+    let daemon = Daemon::start(&fx.served).await;
+    let git = fx.cli();
+    git.fetch(KEY, &daemon.url("apps.git"), &main_branch(), &GitAuth::None)
+        .await
+        .unwrap();
+    let opts = RenderOptions::new("default", "apps");
+
+    let from_objects = |commit: String, path: &'static str| {
+        let git = &git;
+        let opts = &opts;
+        async move {
+            let directory: Vec<&str> = path
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect();
+            let listed = git
+                .list_tree(KEY, &commit, &directory.join("/"))
+                .await
+                .unwrap();
+            let files = plain_tree_files(&listed, path, opts)?;
+            let ids: Vec<String> = files.iter().map(|f| f.id.clone()).collect();
+            let blobs = git.read_blobs(KEY, &ids).await.unwrap();
+            let files = files.iter().map(|f| f.path.clone()).zip(blobs).collect();
+            Some(render_files(files, opts).await.unwrap())
+        }
+    };
+    let checkout = fx.dir.path().join("checkout-plain");
+    git.checkout(KEY, &plain, &checkout).await.unwrap();
+    for path in ["apps", "./apps/"] {
+        let expected = render(&checkout, path, &opts).await.unwrap();
+        let rendered = from_objects(plain.clone(), path).await;
+        assert_eq!(rendered.as_ref(), Some(&expected), "path {path:?}");
+    }
+    let rendered = from_objects(plain.clone(), "apps").await.unwrap();
+    assert_eq!(rendered.len(), 73);
+    assert_eq!(rendered[0].source, "apps/a/x.yaml");
+    assert_eq!(rendered[1].source, "apps/a-b/x.yaml");
+
+    // What only a checkout renders (or reports) the same way: not a directory, a symlink, a
+    // kustomization, a file over the limit.
+    assert_eq!(from_objects(plain.clone(), "apps/a/x.yaml").await, None);
+    assert_eq!(from_objects(plain.clone(), "missing").await, None);
+    assert_eq!(from_objects(plain.clone(), "other").await, None);
+    assert_eq!(from_objects(plain.clone(), "").await, None);
+    let kustomized = fx.commit(
+        "kustomize",
+        &[("apps/a/kustomization.yaml", "resources: [x.yaml]\n")],
+    );
+    git.fetch(KEY, &daemon.url("apps.git"), &main_branch(), &GitAuth::None)
+        .await
+        .unwrap();
+    assert_eq!(from_objects(kustomized.clone(), "apps").await, None);
+    let listed = git.list_tree(KEY, &plain, "apps").await.unwrap();
+    let small = RenderOptions {
+        max_file_bytes: 10,
+        ..RenderOptions::new("default", "apps")
+    };
+    assert_eq!(plain_tree_files(&listed, "apps", &small), None);
 }
 
 #[tokio::test]

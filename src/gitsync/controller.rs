@@ -30,7 +30,8 @@ use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
 use super::apply::{Applier, rollout_owned, stale};
 use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
 use super::render::{
-    ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, check_path_field, render,
+    ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, check_path_field,
+    plain_tree_files, render, render_files,
 };
 use super::revert::{self, Outcome, RevertWriter};
 
@@ -594,7 +595,15 @@ async fn sync(ctx: &Context, gs: &mut GitSync, key: &str, auth: &GitAuth) -> Att
     let gs = &*gs;
     let apply_started = std::time::Instant::now();
     let objects = match rendered(ctx, gs, key, &revision).await {
-        Ok(o) => o,
+        Ok(o) => {
+            tracing::debug!(
+                gitsync = key,
+                objects = o.len(),
+                elapsed_ms = apply_started.elapsed().as_secs_f64() * 1e3,
+                "rendered"
+            );
+            o
+        }
         Err(message) => return failed(Some(revision), reasons::RENDER_FAILED, message),
     };
     // From the watch cache the revert writer reads too: no list of every Rollout per sync.
@@ -654,6 +663,64 @@ async fn rendered(
     {
         return Ok(Arc::clone(objects));
     }
+    let mut opts = RenderOptions::new(gs.namespace().unwrap_or_default(), gs.name_any());
+    opts.target_namespace = gs.spec.target_namespace.clone();
+    opts.kustomize = ctx.settings.kustomize.clone();
+    opts.timeout = gs.spec.timeout().unwrap_or(opts.timeout);
+    let result = match render_from_objects(ctx, key, revision, &path, &opts).await {
+        Some(result) => result,
+        None => render_checkout(ctx, key, revision, &path, &opts).await,
+    };
+    let objects = Arc::new(result?);
+    ctx.rendered
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key.to_string(), (cache_key, Arc::clone(&objects)));
+    Ok(objects)
+}
+
+/// Renders a plain directory straight from the mirror's object database: one `ls-tree` and one
+/// `cat-file --batch`, with no checkout written to disk. `None` when the tree needs a checkout
+/// (a kustomization, symlinks, a path that is not a directory, or anything the checkout render
+/// reports as an error).
+async fn render_from_objects(
+    ctx: &Context,
+    key: &str,
+    revision: &str,
+    path: &str,
+    opts: &RenderOptions,
+) -> Option<Result<Vec<RenderedObject>, String>> {
+    // An invalid field is the checkout render's to report.
+    check_path_field(path).ok()?;
+    let directory: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    let entries = match ctx.git.list_tree(key, revision, &directory.join("/")).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::debug!(gitsync = key, error = %e, "listing the tree failed; rendering a checkout");
+            return None;
+        }
+    };
+    let files = plain_tree_files(&entries, path, opts)?;
+    let ids: Vec<String> = files.iter().map(|f| f.id.clone()).collect();
+    let blobs = match ctx.git.read_blobs(key, &ids).await {
+        Ok(blobs) => blobs,
+        Err(e) => return Some(Err(format!("reading {}: {e}", short(revision)))),
+    };
+    let files = files.iter().map(|f| f.path.clone()).zip(blobs).collect();
+    Some(render_files(files, opts).await.map_err(|e| e.to_string()))
+}
+
+/// Renders `path` from a scratch checkout of `revision`, removed afterwards.
+async fn render_checkout(
+    ctx: &Context,
+    key: &str,
+    revision: &str,
+    path: &str,
+    opts: &RenderOptions,
+) -> Result<Vec<RenderedObject>, String> {
     let scratch = ctx.settings.cache_dir.join("checkouts").join(format!(
         "{}-{}",
         key.replace('/', "_"),
@@ -664,22 +731,13 @@ async fn rendered(
             .checkout(key, revision, &scratch)
             .await
             .map_err(|e: GitError| format!("checking out {}: {e}", short(revision)))?;
-        let mut opts = RenderOptions::new(gs.namespace().unwrap_or_default(), gs.name_any());
-        opts.target_namespace = gs.spec.target_namespace.clone();
-        opts.kustomize = ctx.settings.kustomize.clone();
-        opts.timeout = gs.spec.timeout().unwrap_or(opts.timeout);
-        render(&scratch, &path, &opts)
+        render(&scratch, path, opts)
             .await
             .map_err(|e| e.to_string())
     }
     .await;
     let _ = tokio::fs::remove_dir_all(&scratch).await;
-    let objects = Arc::new(result?);
-    ctx.rendered
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(key.to_string(), (cache_key, Arc::clone(&objects)));
-    Ok(objects)
+    result
 }
 
 /// Writes `new` when it differs from `old`, recording the Events of the change first; `gs` takes the
@@ -747,7 +805,13 @@ async fn write_status(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match api.replace_status(&name, &pp, &next).await {
+    let t0 = std::time::Instant::now();
+    let r = api.replace_status(&name, &pp, &next).await;
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+        "status written"
+    );
+    match r {
         Ok(stored) => {
             *gs = stored;
             Ok(())

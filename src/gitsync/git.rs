@@ -340,6 +340,34 @@ impl GitRefSpec {
     }
 }
 
+/// What an entry of a commit's tree is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeEntryKind {
+    /// A file (executable or not).
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// A directory.
+    Directory,
+    /// A submodule (a commit of another repository).
+    Submodule,
+    /// Anything else, or a path that is not UTF-8.
+    Other,
+}
+
+/// One entry of a commit's tree, as `git ls-tree` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// What it is.
+    pub kind: TreeEntryKind,
+    /// Its object id.
+    pub id: String,
+    /// Its size in bytes (0 for directories and submodules).
+    pub size: u64,
+    /// Its path from the repository root, `/`-separated.
+    pub path: String,
+}
+
 /// A commit and what it changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
@@ -533,6 +561,23 @@ pub trait Git: Send + Sync {
         new_tip: &'a str,
         author: &'a Author,
     ) -> BoxFuture<'a, Result<String, GitError>>;
+
+    /// Every entry below `path` (a directory relative to the root; empty for the whole tree) in
+    /// the tree of `commit`, recursively, directories included, from the mirror of `key` without
+    /// the network.
+    fn list_tree<'a>(
+        &'a self,
+        key: &'a str,
+        commit: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TreeEntry>, GitError>>;
+
+    /// The contents of the blobs `ids`, in that order, from the mirror of `key`.
+    fn read_blobs<'a>(
+        &'a self,
+        key: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, GitError>>;
 
     /// Deletes the local mirror of `key`, for a GitSync that is gone.
     fn forget<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), GitError>>;
@@ -1127,6 +1172,66 @@ impl GitCli {
         .map(drop)
     }
 
+    async fn list_tree_impl(
+        &self,
+        key: &str,
+        commit: &str,
+        path: &str,
+    ) -> Result<Vec<TreeEntry>, GitError> {
+        let commit = object_id_arg("commit", commit)?;
+        if !path.is_empty() {
+            check_repo_path(path).map_err(|reason| GitError::InvalidArgument {
+                what: "tree path",
+                reason: format!("{path:?} {reason}"),
+            })?;
+        }
+        let mirror = self.existing_mirror(key).await?;
+        let lock = self.lock_for(key);
+        let _held = lock.lock().await;
+        let commit = self.must_resolve(&mirror, &commit).await?;
+        let mut invocation = Invocation::new(Some(&mirror)).args([
+            "ls-tree",
+            "-r",
+            "-t",
+            "-l",
+            "-z",
+            "--end-of-options",
+            &commit,
+        ]);
+        // A bare `--` with no path after it lists nothing.
+        if !path.is_empty() {
+            invocation = invocation.args(["--", path]);
+        }
+        let listed = self.run_ok(invocation).await?;
+        listed
+            .stdout
+            .split(|byte| *byte == 0)
+            .filter(|record| !record.is_empty())
+            .map(parse_tree_record)
+            .collect()
+    }
+
+    async fn read_blobs_impl(&self, key: &str, ids: &[String]) -> Result<Vec<Vec<u8>>, GitError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut input = Vec::new();
+        for id in ids {
+            let id = object_id_arg("blob", id)?;
+            input.extend_from_slice(id.as_bytes());
+            input.push(b'\n');
+        }
+        let mirror = self.existing_mirror(key).await?;
+        let read = self
+            .run_ok(
+                Invocation::new(Some(&mirror))
+                    .args(["cat-file", "--batch"])
+                    .stdin(input),
+            )
+            .await?;
+        parse_blob_batch(&read.stdout, ids.len())
+    }
+
     async fn commits_touching_impl(
         &self,
         key: &str,
@@ -1394,6 +1499,23 @@ impl Git for GitCli {
         Box::pin(self.forget_impl(key))
     }
 
+    fn list_tree<'a>(
+        &'a self,
+        key: &'a str,
+        commit: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TreeEntry>, GitError>> {
+        Box::pin(self.list_tree_impl(key, commit, path))
+    }
+
+    fn read_blobs<'a>(
+        &'a self,
+        key: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, GitError>> {
+        Box::pin(self.read_blobs_impl(key, ids))
+    }
+
     fn contains<'a>(
         &'a self,
         key: &'a str,
@@ -1654,6 +1776,79 @@ fn mirror_dir_name(key: &str) -> Result<String, GitError> {
         }
     }
     Ok(name)
+}
+
+/// One record of `git ls-tree -l -z`: `<mode> <type> <id> <size>\t<path>`.
+fn parse_tree_record(record: &[u8]) -> Result<TreeEntry, GitError> {
+    let malformed = || GitError::Command {
+        args: "ls-tree".into(),
+        status: "exit status: 0".into(),
+        stderr: format!(
+            "unexpected output {:?}",
+            String::from_utf8_lossy(&record[..record.len().min(200)])
+        ),
+    };
+    let tab = record
+        .iter()
+        .position(|byte| *byte == b'\t')
+        .ok_or_else(malformed)?;
+    let (head, path) = (&record[..tab], &record[tab + 1..]);
+    let head = std::str::from_utf8(head).map_err(|_| malformed())?;
+    let mut fields = head.split_ascii_whitespace();
+    let (Some(mode), Some(_), Some(id), Some(size)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(malformed());
+    };
+    let path = std::str::from_utf8(path).ok();
+    let kind = match (mode, path) {
+        (_, None) => TreeEntryKind::Other,
+        ("100644" | "100755", _) => TreeEntryKind::File,
+        ("120000", _) => TreeEntryKind::Symlink,
+        ("040000", _) => TreeEntryKind::Directory,
+        ("160000", _) => TreeEntryKind::Submodule,
+        _ => TreeEntryKind::Other,
+    };
+    Ok(TreeEntry {
+        kind,
+        id: id.to_owned(),
+        size: size.parse().unwrap_or(0),
+        path: path
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&record[tab + 1..]).into_owned()),
+    })
+}
+
+/// The output of `git cat-file --batch` for `expected` blobs: `<id> blob <size>\n<contents>\n`
+/// each.
+fn parse_blob_batch(mut output: &[u8], expected: usize) -> Result<Vec<Vec<u8>>, GitError> {
+    let malformed = |what: String| GitError::Command {
+        args: "cat-file --batch".into(),
+        status: "exit status: 0".into(),
+        stderr: what,
+    };
+    let mut blobs = Vec::with_capacity(expected);
+    while blobs.len() < expected {
+        let end = output
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .ok_or_else(|| malformed("output ended early".into()))?;
+        let header = String::from_utf8_lossy(&output[..end]).into_owned();
+        let mut fields = header.split(' ');
+        let (Some(_), Some("blob"), Some(size)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(malformed(format!("not a blob: {header}")));
+        };
+        let size: usize = size
+            .parse()
+            .map_err(|_| malformed(format!("bad header: {header}")))?;
+        let body = output
+            .get(end + 1..end + 1 + size)
+            .ok_or_else(|| malformed("output ended inside a blob".into()))?;
+        blobs.push(body.to_vec());
+        output = output.get(end + 2 + size..).unwrap_or_default();
+    }
+    Ok(blobs)
 }
 
 /// `<commit>^{tree}`: the tree of a commit, as merge-tree and read-tree take it.
@@ -2230,6 +2425,67 @@ mod tests {
             GitError::Command { .. } => "command",
             _ => "other",
         }
+    }
+
+    #[test]
+    fn tree_listings_and_blob_batches_are_parsed() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        let cases = [
+            (
+                format!("100644 blob {id}     12\tapps/a b.yaml"),
+                TreeEntryKind::File,
+                12,
+                "apps/a b.yaml",
+            ),
+            (
+                format!("100755 blob {id}      3\trun.sh"),
+                TreeEntryKind::File,
+                3,
+                "run.sh",
+            ),
+            (
+                format!("120000 blob {id}      6\tlink"),
+                TreeEntryKind::Symlink,
+                6,
+                "link",
+            ),
+            (
+                format!("040000 tree {id}       -\tapps"),
+                TreeEntryKind::Directory,
+                0,
+                "apps",
+            ),
+            (
+                format!("160000 commit {id}       -\tvendor"),
+                TreeEntryKind::Submodule,
+                0,
+                "vendor",
+            ),
+        ];
+        for (record, kind, size, path) in cases {
+            let entry = parse_tree_record(record.as_bytes()).unwrap();
+            assert_eq!(
+                (entry.kind, entry.size, entry.path.as_str()),
+                (kind, size, path),
+                "{record}"
+            );
+            assert_eq!(entry.id, id);
+        }
+        let mut not_utf8 = format!("100644 blob {id} 1\t").into_bytes();
+        not_utf8.extend_from_slice(b"bad\xff.yaml");
+        assert_eq!(
+            parse_tree_record(&not_utf8).unwrap().kind,
+            TreeEntryKind::Other
+        );
+        assert!(parse_tree_record(b"100644 blob").is_err());
+
+        let batch = format!("{id} blob 3\na\nb\n{id} blob 0\n\n");
+        assert_eq!(
+            parse_blob_batch(batch.as_bytes(), 2).unwrap(),
+            vec![b"a\nb".to_vec(), Vec::new()]
+        );
+        assert!(parse_blob_batch(format!("{id} missing\n").as_bytes(), 1).is_err());
+        assert!(parse_blob_batch(format!("{id} blob 9\nshort\n").as_bytes(), 1).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! alias expansion are bounded, and every error names the file (and line, when known) so that it
 //! can be shown to the user as a Ready=False condition.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::fs;
@@ -20,6 +22,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::git::{TreeEntry, TreeEntryKind};
 use crate::api::gitsync::DEFAULT_TIMEOUT;
 
 /// Label naming the GitSync that applied an object.
@@ -549,6 +552,100 @@ impl Checkout {
     }
 }
 
+/// The manifest files of the directory `path` in a commit's tree (as [`Git::list_tree`] lists
+/// it), sorted and filtered as the render of a checkout walks them: every `*.yaml`, `*.yml` and
+/// `*.json` file below it, skipping names that start with a dot. Their contents can then be read
+/// from git's object database and rendered with [`render_files`], with no checkout written.
+///
+/// `None` when the tree needs a checkout to render, or to report its problem the same way:
+/// `path` is not a directory, there is a kustomization, a symlink, an entry of another kind, or
+/// a file or a sum of files over the limits.
+///
+/// [`Git::list_tree`]: super::git::Git::list_tree
+pub fn plain_tree_files<'t>(
+    entries: &'t [TreeEntry],
+    path: &str,
+    opts: &RenderOptions,
+) -> Option<Vec<&'t TreeEntry>> {
+    check_path_field(path).ok()?;
+    let target: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    let target = target.join("/");
+    let below = |entry: &'t TreeEntry| -> Option<&'t str> {
+        if target.is_empty() {
+            Some(entry.path.as_str())
+        } else {
+            entry.path.strip_prefix(target.as_str())?.strip_prefix('/')
+        }
+    };
+    let is_dir = target.is_empty()
+        || entries
+            .iter()
+            .any(|e| e.path == target && e.kind == TreeEntryKind::Directory);
+    if !is_dir {
+        return None;
+    }
+    let mut files = Vec::new();
+    let (mut seen, mut bytes) = (0usize, 0u64);
+    for entry in entries {
+        let Some(relative) = below(entry) else {
+            continue;
+        };
+        seen += 1;
+        if seen > opts.max_walk_entries {
+            return None;
+        }
+        if relative.split('/').any(|part| part.starts_with('.')) {
+            continue;
+        }
+        let name = relative.rsplit('/').next().unwrap_or(relative);
+        if KUSTOMIZATION_FILE_NAMES.contains(&name) {
+            return None;
+        }
+        match entry.kind {
+            TreeEntryKind::Directory | TreeEntryKind::Submodule => {}
+            TreeEntryKind::Symlink | TreeEntryKind::Other => return None,
+            TreeEntryKind::File if is_manifest_name(Path::new(name)) => {
+                bytes = bytes.saturating_add(entry.size);
+                if entry.size > opts.max_file_bytes || bytes > opts.max_total_bytes {
+                    return None;
+                }
+                files.push(entry);
+            }
+            TreeEntryKind::File => {}
+        }
+    }
+    files.sort_by(|a, b| Path::new(&a.path).cmp(Path::new(&b.path)));
+    Some(files)
+}
+
+/// Renders manifest files whose contents are already in memory (`(path, contents)`, in the
+/// order [`plain_tree_files`] gives), with the same parsing, limits, labels and order as
+/// [`render`] of a plain directory.
+pub async fn render_files(
+    files: Vec<(String, Vec<u8>)>,
+    opts: &RenderOptions,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    let deadline = Instant::now().checked_add(opts.timeout);
+    let allowance = Allowance::new(opts.clone(), deadline);
+    let files: Vec<ManifestFile> = files
+        .into_iter()
+        .map(|(shown, bytes)| ManifestFile {
+            shown,
+            contents: Contents::InMemory(bytes),
+        })
+        .collect();
+    let rendered = tokio::task::spawn_blocking(move || parse_all(&files, allowance));
+    match tokio::time::timeout(opts.timeout, rendered).await {
+        Ok(joined) => finish(joined.map_err(RenderError::Task)??, opts),
+        Err(_) => Err(RenderError::Timeout {
+            after: opts.timeout,
+        }),
+    }
+}
+
 /// Checks a GitSync's `path` field as text, before anything is fetched: relative, with no `..`
 /// component and no control characters. [`render`] checks it again against the checkout, where a
 /// symlink could still lead outside.
@@ -774,25 +871,119 @@ fn to_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
+/// Fewest manifest files a plain render parses on more than one thread: below it, the threads
+/// cost more than they save.
+const PARALLEL_MIN_FILES: usize = 64;
+/// Most threads a plain render parses on.
+const MAX_PARSE_THREADS: usize = 4;
+
 /// Renders a plain directory (or a single file).
 fn render_plain(
     checkout: &Checkout,
     target: &Path,
-    mut allowance: Allowance,
+    allowance: Allowance,
 ) -> Result<Vec<RenderedObject>, RenderError> {
     let files = if target.is_dir() {
         manifest_files(checkout, target, &allowance)?
     } else {
         vec![ManifestFile {
             shown: checkout.relative(target),
-            real: target.to_owned(),
+            contents: Contents::OnDisk(target.to_owned()),
         }]
     };
-    let mut rendered = Vec::new();
+    parse_all(&files, allowance)
+}
+
+/// Parses `files` into objects, in file order, on up to [`MAX_PARSE_THREADS`] threads when there
+/// are enough of them to be worth it.
+fn parse_all(
+    files: &[ManifestFile],
+    mut allowance: Allowance,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_PARSE_THREADS);
+    if threads < 2 || files.len() < PARALLEL_MIN_FILES {
+        let parsed = parse_files(files, &mut allowance);
+        return replay(
+            files,
+            vec![parsed],
+            &mut Allowance::new(allowance.opts, None),
+        );
+    }
+    // Contiguous runs of files, one per thread, so that the results join in file order.
+    let per_thread = files.len().div_ceil(threads);
+    let parsed: Vec<Vec<Result<ParsedFile, RenderError>>> = std::thread::scope(|scope| {
+        let running: Vec<_> = files
+            .chunks(per_thread)
+            .map(|run| {
+                let mut own = Allowance::new(allowance.opts.clone(), allowance.deadline);
+                scope.spawn(move || parse_files(run, &mut own))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    replay(files, parsed, &mut allowance)
+}
+
+/// What one manifest file held, and what reading it cost.
+struct ParsedFile {
+    bytes: u64,
+    nodes: usize,
+    objects: Vec<(Value, usize)>,
+}
+
+/// Reads and parses `files` in order against `allowance`, up to and including the first error.
+fn parse_files(
+    files: &[ManifestFile],
+    allowance: &mut Allowance,
+) -> Vec<Result<ParsedFile, RenderError>> {
+    let mut parsed = Vec::with_capacity(files.len());
     for file in files {
-        allowance.check_time()?;
-        let text = read_checked(&file.real, &file.shown, &mut allowance)?;
-        for (object, line) in parse_manifests(&text, &file.shown, &mut allowance)? {
+        let bytes_before = allowance.bytes;
+        let nodes_before = allowance.nodes;
+        let result = allowance
+            .check_time()
+            .and_then(|()| file.text(allowance))
+            .and_then(|text| parse_manifests(&text, &file.shown, allowance))
+            .map(|objects| ParsedFile {
+                bytes: allowance.bytes - bytes_before,
+                nodes: allowance.nodes - nodes_before,
+                objects,
+            });
+        let failed = result.is_err();
+        parsed.push(result);
+        if failed {
+            break;
+        }
+    }
+    parsed
+}
+
+/// Joins the files parsed by each thread in file order, charging each file to the one
+/// render-wide `allowance` as if the files had been parsed one after the other: the totals are
+/// enforced over the whole render, and the first problem in file order is the one reported.
+/// A thread checked only its own files against the limits, so a limit crossed by the sum
+/// shows up here.
+fn replay(
+    files: &[ManifestFile],
+    parsed: Vec<Vec<Result<ParsedFile, RenderError>>>,
+    allowance: &mut Allowance,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    let mut rendered = Vec::new();
+    for (file, result) in files.iter().zip(parsed.into_iter().flatten()) {
+        let parsed = result?;
+        allowance.charge_file(&file.shown, parsed.bytes)?;
+        allowance.charge_nodes(&file.shown, parsed.nodes)?;
+        for (object, line) in parsed.objects {
+            allowance.charge_object()?;
             rendered.push(RenderedObject {
                 object,
                 source: file.shown.clone(),
@@ -803,11 +994,35 @@ fn render_plain(
     Ok(rendered)
 }
 
-/// A manifest found while walking: its path as shown (through any symlinked directories) and
-/// its canonical path.
+/// A manifest file: its path as shown (through any symlinked directories), and where its
+/// text is.
 struct ManifestFile {
     shown: String,
-    real: PathBuf,
+    contents: Contents,
+}
+
+/// Where the text of a manifest file is.
+enum Contents {
+    /// In the checkout, by canonical path.
+    OnDisk(PathBuf),
+    /// Read from git's object database.
+    InMemory(Vec<u8>),
+}
+
+impl ManifestFile {
+    /// The file's text, charged to `allowance`; an oversized file is never read.
+    fn text<'f>(&'f self, allowance: &mut Allowance) -> Result<Cow<'f, str>, RenderError> {
+        match &self.contents {
+            Contents::OnDisk(real) => read_checked(real, &self.shown, allowance).map(Cow::Owned),
+            Contents::InMemory(bytes) => {
+                allowance
+                    .charge_file(&self.shown, u64::try_from(bytes.len()).unwrap_or(u64::MAX))?;
+                std::str::from_utf8(bytes)
+                    .map(Cow::Borrowed)
+                    .map_err(|error| not_utf8(&self.shown, bytes, error.valid_up_to()))
+            }
+        }
+    }
 }
 
 /// Every manifest file below `start`, sorted by path. Symlinks are followed only inside the
@@ -881,7 +1096,7 @@ fn manifest_files(
         .into_iter()
         .map(|(shown, real)| ManifestFile {
             shown: checkout.relative(&checkout.root.join(shown)),
-            real,
+            contents: Contents::OnDisk(real),
         })
         .collect())
 }
@@ -930,17 +1145,20 @@ fn read_checked(
             limit,
         });
     }
-    String::from_utf8(bytes).map_err(|error| {
-        let valid = error.utf8_error().valid_up_to();
-        let before = error.as_bytes().get(..valid).unwrap_or_default();
-        let line = 1 + before.iter().filter(|byte| **byte == b'\n').count();
-        RenderError::Yaml {
-            file: shown.to_owned(),
-            line,
-            column: 0,
-            message: "not UTF-8".to_owned(),
-        }
-    })
+    String::from_utf8(bytes)
+        .map_err(|error| not_utf8(shown, error.as_bytes(), error.utf8_error().valid_up_to()))
+}
+
+/// The error for a file whose bytes stop being UTF-8 at `valid`, with the line where they do.
+fn not_utf8(shown: &str, bytes: &[u8], valid: usize) -> RenderError {
+    let before = bytes.get(..valid).unwrap_or_default();
+    let line = 1 + before.iter().filter(|byte| **byte == b'\n').count();
+    RenderError::Yaml {
+        file: shown.to_owned(),
+        line,
+        column: 0,
+        message: "not UTF-8".to_owned(),
+    }
 }
 
 /// One YAML document. `items` is kept apart, with the line of each entry, so that the members
@@ -1282,7 +1500,8 @@ fn finish(
 
     let (gitsync_namespace, gitsync_name) = &opts.gitsync;
     let gitsync = format!("{gitsync_namespace}/{gitsync_name}");
-    let mut seen: HashMap<(String, String, String, String), String> = HashMap::new();
+    let mut seen: HashMap<(String, String, String, String), String> =
+        HashMap::with_capacity(rendered.len());
     for entry in &mut rendered {
         let (group, kind) = group_kind(&entry.object);
         let (group, kind) = (group.to_owned(), kind.to_owned());
@@ -1345,18 +1564,24 @@ fn finish(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let shown = if namespace.is_empty() {
-            format!("{kind} {name}")
-        } else {
-            format!("{kind} {namespace}/{name}")
-        };
-        if let Some(first) = seen.insert((group, kind, namespace, name), source.clone()) {
-            return Err(RenderError::Duplicate {
-                file: entry.source.clone(),
-                line: entry.line,
-                object: shown,
-                first,
-            });
+        match seen.entry((group, kind, namespace, name)) {
+            Entry::Vacant(slot) => {
+                slot.insert(source);
+            }
+            Entry::Occupied(taken) => {
+                let (_, kind, namespace, name) = taken.key();
+                let object = if namespace.is_empty() {
+                    format!("{kind} {name}")
+                } else {
+                    format!("{kind} {namespace}/{name}")
+                };
+                return Err(RenderError::Duplicate {
+                    file: entry.source.clone(),
+                    line: entry.line,
+                    object,
+                    first: taken.get().clone(),
+                });
+            }
         }
     }
     rendered.sort_by_key(|entry| apply_rank(&entry.object));
@@ -1822,6 +2047,57 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<(Value, usize)>, RenderError> {
         parse_manifests(text, "app.yaml", &mut allowance())
+    }
+
+    /// Files enough for the parallel parse, each holding one ConfigMap; `broken` holds bad YAML.
+    fn many_files(count: usize, broken: &[usize]) -> Vec<(String, String)> {
+        (0..count)
+            .map(|i| {
+                let text = if broken.contains(&i) {
+                    "a: [unclosed\n".to_owned()
+                } else {
+                    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i:03}}}\n")
+                };
+                (format!("apps/cm-{i:03}.yaml"), text)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_parallel_parse_keeps_file_order_the_first_error_and_the_render_wide_limits() {
+        let count = PARALLEL_MIN_FILES * 2;
+        let files = many_files(count, &[]);
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let tree = Tree::new(&refs);
+        let opts = RenderOptions::new("team", "apps");
+        let rendered = render(&tree.0, "apps", &opts).await.unwrap();
+        let sources: Vec<&str> = rendered.iter().map(|r| r.source.as_str()).collect();
+        let expected: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(sources, expected);
+
+        // Each thread alone stays under the object limit; the render as a whole does not.
+        let limited = RenderOptions {
+            max_objects: count - 1,
+            ..opts.clone()
+        };
+        let error = render(&tree.0, "apps", &limited).await.unwrap_err();
+        assert!(matches!(error, RenderError::TooMany { .. }), "{error}");
+
+        // Two broken files, one per thread: the first in file order is reported.
+        let files = many_files(count, &[count / 2 + 3, 5]);
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let tree = Tree::new(&refs);
+        let error = render(&tree.0, "apps", &opts).await.unwrap_err();
+        assert_eq!(
+            error.file_line().map(|(file, _)| file),
+            Some("apps/cm-005.yaml".to_owned())
+        );
     }
 
     #[test]
