@@ -805,13 +805,7 @@ async fn write_status(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let t0 = std::time::Instant::now();
-    let r = api.replace_status(&name, &pp, &next).await;
-    tracing::debug!(
-        elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
-        "status written"
-    );
-    match r {
+    match api.replace_status(&name, &pp, &next).await {
         Ok(stored) => {
             *gs = stored;
             Ok(())
