@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use git_remote::{Daemon, Fixture, HttpRemote, KEY, run_git};
 use support::TempDir;
 use weir::gitsync::git::{Author, CommitInfo, Git, GitAuth, GitCli, GitError, GitRefSpec};
-use weir::gitsync::render::{RenderOptions, plain_tree_files, render, render_files};
+use weir::gitsync::render::{
+    RenderOptions, plain_tree_files, render, render_files, tree_directory,
+};
 
 fn count_objects(mirror: &Path) -> u64 {
     let git_dir = format!("--git-dir={}", mirror.display());
@@ -501,14 +503,8 @@ async fn a_plain_directory_renders_from_the_object_database_as_from_a_checkout()
         let git = &git;
         let opts = &opts;
         async move {
-            let directory: Vec<&str> = path
-                .split('/')
-                .filter(|p| !p.is_empty() && *p != ".")
-                .collect();
-            let listed = git
-                .list_tree(KEY, &commit, &directory.join("/"))
-                .await
-                .unwrap();
+            let directory = tree_directory(path).unwrap();
+            let listed = git.list_tree(KEY, &commit, &directory).await.unwrap();
             let files = plain_tree_files(&listed, path, opts)?;
             let ids: Vec<String> = files.iter().map(|f| f.id.clone()).collect();
             let blobs = git.read_blobs(KEY, &ids).await.unwrap();

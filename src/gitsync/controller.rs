@@ -31,7 +31,7 @@ use super::apply::{Applier, rollout_owned, stale};
 use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
 use super::render::{
     ANNOTATION_GITSYNC, KustomizeCommand, RenderOptions, RenderedObject, check_path_field,
-    plain_tree_files, render, render_files,
+    plain_tree_files, render, render_files, tree_directory,
 };
 use super::revert::{self, Outcome, RevertWriter};
 
@@ -691,12 +691,8 @@ async fn render_from_objects(
     opts: &RenderOptions,
 ) -> Option<Result<Vec<RenderedObject>, String>> {
     // An invalid field is the checkout render's to report.
-    check_path_field(path).ok()?;
-    let directory: Vec<&str> = path
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect();
-    let entries = match ctx.git.list_tree(key, revision, &directory.join("/")).await {
+    let directory = tree_directory(path)?;
+    let entries = match ctx.git.list_tree(key, revision, &directory).await {
         Ok(entries) => entries,
         Err(e) => {
             tracing::debug!(gitsync = key, error = %e, "listing the tree failed; rendering a checkout");

@@ -567,12 +567,7 @@ pub fn plain_tree_files<'t>(
     path: &str,
     opts: &RenderOptions,
 ) -> Option<Vec<&'t TreeEntry>> {
-    check_path_field(path).ok()?;
-    let target: Vec<&str> = path
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect();
-    let target = target.join("/");
+    let target = tree_directory(path)?;
     let below = |entry: &'t TreeEntry| -> Option<&'t str> {
         if target.is_empty() {
             Some(entry.path.as_str())
@@ -619,6 +614,17 @@ pub fn plain_tree_files<'t>(
     }
     files.sort_by(|a, b| Path::new(&a.path).cmp(Path::new(&b.path)));
     Some(files)
+}
+
+/// A GitSync's `path` field as a path inside a commit's tree: `/`-separated, without `.` or empty
+/// parts (empty for the root). `None` when [`check_path_field`] refuses it.
+pub fn tree_directory(path: &str) -> Option<String> {
+    check_path_field(path).ok()?;
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    Some(parts.join("/"))
 }
 
 /// Renders manifest files whose contents are already in memory (`(path, contents)`, in the
