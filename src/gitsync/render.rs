@@ -910,12 +910,9 @@ fn parse_all(
         .map_or(1, usize::from)
         .min(MAX_PARSE_THREADS);
     if threads < 2 || files.len() < PARALLEL_MIN_FILES {
-        let parsed = parse_files(files, &mut allowance);
-        return replay(
-            files,
-            vec![parsed],
-            &mut Allowance::new(allowance.opts, None),
-        );
+        let mut own = Allowance::new(allowance.opts.clone(), allowance.deadline);
+        let parsed = parse_files(files, &mut own);
+        return replay(files, vec![parsed], &mut allowance);
     }
     // Contiguous runs of files, one per thread, so that the results join in file order.
     let per_thread = files.len().div_ceil(threads);
