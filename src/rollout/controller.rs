@@ -169,18 +169,22 @@ pub async fn run(client: Client) {
     futures::future::select(Box::pin(controller), caches).await;
 }
 
-/// What the controller's cache keeps of a Rollout. A Healthy one is reconciled only on a change or
-/// a resync, so the cache keeps what names it and the reconcile reads it fresh: 10,000 settled
-/// Rollouts cost no more than their names. One in the middle of a release is reconciled on every
-/// step, and is kept whole, so those reconciles plan from the cache.
+/// What the controller's cache keeps of a Rollout. A settled one (Healthy, with a status that
+/// describes its current spec) is reconciled only on a change or a resync, so the cache keeps what
+/// names it and the reconcile reads it fresh: 10,000 settled Rollouts cost no more than their names.
+/// One in the middle of a release, or whose spec was just changed to start one, is reconciled on
+/// every step, and is kept whole, so those reconciles plan from the cache.
 fn slim_rollout(ro: &mut DynamicObject) {
     ro.metadata.managed_fields = None;
-    let healthy = ro
-        .data
-        .pointer("/status/phase")
+    let status = ro.data.get("status");
+    let healthy = status
+        .and_then(|s| s.get("phase"))
         .and_then(serde_json::Value::as_str)
         == Some(RolloutPhase::Healthy.as_str());
-    if healthy {
+    let observed = status
+        .and_then(|s| s.get("observedGeneration"))
+        .and_then(serde_json::Value::as_i64);
+    if healthy && observed.is_some() && observed == ro.metadata.generation {
         ro.data = serde_json::Value::Null;
         ro.metadata.annotations = None;
         ro.metadata.labels = None;
@@ -224,8 +228,11 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
     // version weir knows of; when it is the version just before our own write, the write's answer
     // stands in for it (the next reconcile after a write usually starts before the watch shows it);
     // otherwise the Rollout is read fresh.
-    let value = match newest.check(&key, obj.resource_version().as_deref()) {
-        CachedCopy::Current if !obj.data.is_null() => {
+    // A slim copy is whole again when it is the version weir's own write left: that write's
+    // answer (the reconcile after a release's last step).
+    let whole = !obj.data.is_null();
+    let value = match newest.check_keeping(&key, obj.resource_version().as_deref(), whole) {
+        CachedCopy::Current if whole => {
             serde_json::to_value(&*obj).map_err(ControllerError::Decode)?
         }
         CachedCopy::Written(written) => (*written).clone(),
@@ -689,4 +696,36 @@ async fn record(
     crate::events::record(&ctx.client, reporter, involved, event, now)
         .await
         .map_err(api_err("recording an Event"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_settled_rollout_is_cached_by_name() {
+        // (phase, status.observedGeneration, metadata.generation, kept by name only?)
+        let cases = [
+            (Some("Healthy"), Some(3), Some(3), true),
+            (Some("Healthy"), Some(2), Some(3), false),
+            (Some("Healthy"), None, Some(3), false),
+            (Some("Progressing"), Some(3), Some(3), false),
+            (Some("Paused"), Some(3), Some(3), false),
+            (None, None, Some(1), false),
+        ];
+        for (phase, observed, generation, slimmed) in cases {
+            let mut ro = DynamicObject::new("web", &rollout_resource()).within("default");
+            ro.metadata.generation = generation;
+            ro.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
+            ro.data = json!({"spec": {"replicas": 1}, "status": {"phase": phase, "observedGeneration": observed}});
+            slim_rollout(&mut ro);
+            assert_eq!(
+                ro.data.is_null(),
+                slimmed,
+                "{phase:?} {observed:?}/{generation:?}"
+            );
+            assert_eq!(ro.metadata.labels.is_none(), slimmed);
+            assert_eq!(ro.metadata.name.as_deref(), Some("web"), "its name stays");
+        }
+    }
 }

@@ -135,13 +135,28 @@ impl NewestVersions {
 
     /// What a cached copy at `cached_rv` is worth.
     pub fn check(&self, key: &ObjectKey, cached_rv: Option<&str>) -> CachedCopy {
+        self.check_keeping(key, cached_rv, true)
+    }
+
+    /// What a cached copy at `cached_rv` is worth, for a cache that may keep less than the whole
+    /// object: when `whole` is false and the copy is the version weir's own write left, that
+    /// write's answer stands in for it.
+    pub fn check_keeping(
+        &self,
+        key: &ObjectKey,
+        cached_rv: Option<&str>,
+        whole: bool,
+    ) -> CachedCopy {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(newest) = map.get(key) else {
             return CachedCopy::Current;
         };
         if Some(newest.rv.as_str()) == cached_rv {
-            map.remove(key);
-            return CachedCopy::Current;
+            let newest = map.remove(key);
+            return match newest.and_then(|n| n.written) {
+                Some(w) if !whole => CachedCopy::Written(w.object),
+                _ => CachedCopy::Current,
+            };
         }
         match &newest.written {
             Some(w) if Some(w.base_rv.as_str()) == cached_rv => {
@@ -476,6 +491,23 @@ mod tests {
         // An answer without a version says nothing: read fresh.
         newest.wrote(key("ro"), Some("5"), serde_json::json!({"metadata": {}}));
         assert_eq!(newest.check(&key("ro"), Some("5")), CachedCopy::Stale);
+    }
+
+    #[test]
+    fn a_name_only_copy_of_weirs_own_write_is_made_whole_by_that_writes_answer() {
+        let newest = NewestVersions::default();
+        let written = serde_json::json!({"metadata": {"resourceVersion": "5"}, "status": {"x": 1}});
+        newest.wrote(key("ro"), Some("4"), written.clone());
+        assert_eq!(
+            newest.check_keeping(&key("ro"), Some("5"), false),
+            CachedCopy::Written(Arc::new(written))
+        );
+        assert!(newest.is_empty(), "the cache showed the write");
+        assert_eq!(
+            newest.check_keeping(&key("ro"), Some("5"), false),
+            CachedCopy::Current,
+            "nothing in flight: a name-only copy is read fresh by the caller"
+        );
     }
 
     #[test]
