@@ -49,20 +49,25 @@ struct Newest {
     written: Option<Written>,
 }
 
-/// An object as weir's own guarded write left it, and the version that write replaced.
+/// An object as weir's own guarded write left it, and the versions that write and the guarded
+/// writes of weir before it replaced, one after another with nothing between them.
 #[derive(Debug)]
 struct Written {
-    base_rv: String,
+    base_rvs: Vec<String>,
     object: Arc<Value>,
 }
+
+/// How many of weir's writes in a row a cache may lag and still be served by the last one's answer.
+/// A step transition writes a Rollout's status two or three times, faster than a busy watch shows.
+const WRITES_IN_A_ROW: usize = 4;
 
 /// What a cached copy is worth.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CachedCopy {
     /// It is the newest version weir knows of.
     Current,
-    /// It is the version weir's own last write replaced: that write's answer is the object now.
-    /// The write was guarded by that version, so nothing came between the two.
+    /// It is a version weir's own last writes replaced: the last write's answer is the object now.
+    /// Each write was guarded by the version before it, so nothing came between them.
     Written(Arc<Value>),
     /// It may be older than what weir knows; read the object fresh.
     Stale,
@@ -89,7 +94,8 @@ impl NewestVersions {
     }
 
     /// Remembers the answer of weir's write of `key`, guarded by `base_rv`, so that a cache still at
-    /// `base_rv` is served by it instead of a fresh read.
+    /// `base_rv` (or at the base of a write of weir's that led to it) is served by it instead of a
+    /// fresh read.
     pub fn wrote(&self, key: ObjectKey, base_rv: Option<&str>, object: Value) {
         let Some(rv) = object
             .pointer("/metadata/resourceVersion")
@@ -99,14 +105,25 @@ impl NewestVersions {
             self.unknown(key);
             return;
         };
-        let written = base_rv.map(|base| Written {
-            base_rv: base.to_string(),
-            object: Arc::new(object),
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = base_rv.map(|base| {
+            let mut base_rvs = match map.remove(&key) {
+                Some(Newest {
+                    rv,
+                    written: Some(w),
+                }) if rv == base => w.base_rvs,
+                _ => Vec::new(),
+            };
+            base_rvs.push(base.to_string());
+            if base_rvs.len() > WRITES_IN_A_ROW {
+                base_rvs.remove(0);
+            }
+            Written {
+                base_rvs,
+                object: Arc::new(object),
+            }
         });
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, Newest { rv, written });
+        map.insert(key, Newest { rv, written });
     }
 
     /// Marks `key` as changed by someone else in a way weir has not read (a write refused with a
@@ -159,7 +176,7 @@ impl NewestVersions {
             };
         }
         match &newest.written {
-            Some(w) if Some(w.base_rv.as_str()) == cached_rv => {
+            Some(w) if cached_rv.is_some_and(|c| w.base_rvs.iter().any(|b| b == c)) => {
                 CachedCopy::Written(Arc::clone(&w.object))
             }
             _ => CachedCopy::Stale,
@@ -491,6 +508,38 @@ mod tests {
         // An answer without a version says nothing: read fresh.
         newest.wrote(key("ro"), Some("5"), serde_json::json!({"metadata": {}}));
         assert_eq!(newest.check(&key("ro"), Some("5")), CachedCopy::Stale);
+    }
+
+    #[test]
+    fn a_cache_several_writes_behind_is_served_by_the_last_writes_answer() {
+        let newest = NewestVersions::default();
+        let at = |rv: u32| serde_json::json!({"metadata": {"resourceVersion": rv.to_string()}});
+        // weir writes 4 → 5 → 6 → 7 → 8 → 9, each guarded by the one before.
+        for rv in 5..=9 {
+            newest.wrote(key("ro"), Some(&(rv - 1).to_string()), at(rv));
+        }
+        let last = CachedCopy::Written(Arc::new(at(9)));
+        // (cached rv, what it is worth)
+        let cases = [
+            ("4", CachedCopy::Stale), // more writes behind than are remembered
+            ("5", last.clone()),
+            ("8", last.clone()),
+            ("3", CachedCopy::Stale),
+        ];
+        for (cached, want) in cases {
+            assert_eq!(
+                newest.check(&key("ro"), Some(cached)),
+                want,
+                "cached {cached}"
+            );
+        }
+        // A write from a version weir did not write starts the row again.
+        newest.wrote(key("ro"), Some("20"), at(21));
+        assert_eq!(newest.check(&key("ro"), Some("8")), CachedCopy::Stale);
+        assert_eq!(
+            newest.check(&key("ro"), Some("20")),
+            CachedCopy::Written(Arc::new(at(21)))
+        );
     }
 
     #[test]
