@@ -8,7 +8,6 @@ use serde_json::{Map, Value, json};
 use super::api_error::ApiError;
 use super::merge;
 use super::resources::ResourceType;
-use super::validation;
 
 /// The finalizer the garbage collector uses for foreground deletion.
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -425,10 +424,14 @@ fn validate(rt: &ResourceType, obj: &mut Value, ctx: &WriteContext) -> Result<()
             vec![("FieldValueInvalid".into(), msg, "metadata.name".into())],
         ));
     }
-    let Some(schema) = &rt.schema else {
+    let Some(validator) = &rt.validator else {
         return Ok(());
     };
-    match validation::validate_object(schema, obj) {
+    let validated = match validator {
+        Ok(schema) => schema.validate_object(obj),
+        Err(e) => Err(vec![e.clone()]),
+    };
+    match validated {
         Ok(outcome) => {
             if outcome.pruned.is_empty() {
                 return Ok(());

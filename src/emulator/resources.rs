@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::merge::MergeSchema;
+use super::validation::{FieldError, StructuralSchema};
 
 /// A column `kubectl get` prints, from a CRD's `additionalPrinterColumns` or the built-in table.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +61,9 @@ pub struct ResourceType {
     pub scale: Option<ScalePaths>,
     /// The structural schema for custom resources.
     pub schema: Option<Value>,
+    /// `schema`, read once: every write of a custom resource is validated against it, and reading
+    /// it per write was a quarter of the emulator's CPU while 1,000 Rollouts stepped.
+    pub validator: Option<Result<StructuralSchema, FieldError>>,
     /// Printer columns after NAME.
     pub printer_columns: Vec<PrinterColumn>,
     /// True for built-in kinds, which accept strategic merge patch.
@@ -332,6 +336,7 @@ impl Registry {
                 status_subresource: b.status,
                 scale,
                 schema: None,
+                validator: None,
                 printer_columns: b
                     .columns
                     .iter()
@@ -534,6 +539,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             status_subresource: sub.and_then(|s| s.get("status")).is_some(),
             scale,
             merge: MergeSchema::from_openapi_v3(&schema),
+            validator: Some(StructuralSchema::new(&schema)),
             schema: Some(schema),
             printer_columns,
             builtin: false,

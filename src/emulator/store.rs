@@ -213,6 +213,22 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
+    /// The objects of `rt` in namespace `ns` whose ownerReferences name `owner_uid`, in name
+    /// order: from the owner index, so a simulated controller's read does not walk the namespace.
+    pub fn dependents(&self, rt: &ResourceType, ns: &str, owner_uid: &str) -> Vec<Arc<Value>> {
+        let state = self.read();
+        let key = rt.key();
+        let (Some(set), Some(coll)) =
+            (state.dependents.get(owner_uid), state.collections.get(&key))
+        else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter(|(k, obj)| *k == key && obj.0 == ns)
+            .filter_map(|(_, obj)| coll.objects.get(obj).cloned())
+            .collect()
+    }
+
     /// Lists objects; the continue token encodes the list's resourceVersion and the last key returned.
     pub fn list(&self, rt: &ResourceType, opts: &ListOptions<'_>) -> Result<ListPage, ApiError> {
         let state = self.read();
@@ -851,4 +867,53 @@ fn decode_continue(token: &str) -> Result<(u64, Option<ObjKey>), ApiError> {
     let ns = v.get("ns").and_then(Value::as_str).ok_or_else(bad)?;
     let name = v.get("name").and_then(Value::as_str).ok_or_else(bad)?;
     Ok((rv, Some((ns.to_string(), name.to_string()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn dependents_are_an_owners_objects_of_one_kind_in_one_namespace_in_name_order() {
+        let store = Store::new(StoreConfig::default());
+        let ctx = WriteContext::internal("test");
+        let pods = store.resource("", "v1", "pods").expect("pods");
+        let maps = store.resource("", "v1", "configmaps").expect("configmaps");
+        let owned = |ns: &str, name: &str, uid: &str| {
+            json!({"metadata": {"name": name, "namespace": ns,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid}]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}})
+        };
+        for (rt, ns, name, uid) in [
+            (&pods, "default", "web-b", "u1"),
+            (&pods, "default", "web-a", "u1"),
+            (&pods, "default", "other", "u2"),
+            (&pods, "kube-system", "web-c", "u1"),
+            (&maps, "default", "web-d", "u1"),
+        ] {
+            store
+                .create(rt, ns, owned(ns, name, uid), &ctx)
+                .expect("create");
+        }
+        let names = |ns: &str, uid: &str| -> Vec<String> {
+            store
+                .dependents(&pods, ns, uid)
+                .iter()
+                .map(|o| object_rules::name_of(o).to_string())
+                .collect()
+        };
+        assert_eq!(names("default", "u1"), ["web-a", "web-b"]);
+        assert_eq!(names("kube-system", "u1"), ["web-c"]);
+        assert!(names("default", "u3").is_empty());
+        store
+            .delete(&pods, "default", "web-a", &DeleteOptions::default(), &ctx)
+            .expect("delete");
+        assert_eq!(
+            names("default", "u1"),
+            ["web-b"],
+            "a deleted pod is no dependent"
+        );
+    }
 }

@@ -136,18 +136,7 @@ fn reconcile_replica_set(
     let uid = object_rules::uid_of(&rs).to_string();
     let want = replicas(&rs);
     let unready = never_ready(app, &rs);
-    let owned = |o: &Value| object_rules::owner_uids(o).contains(&uid);
-    let pods = store
-        .list(
-            pod_type,
-            &ListOptions {
-                namespace: Some(ns),
-                filter: Some(&owned),
-                ..Default::default()
-            },
-        )
-        .map(|p| p.items)
-        .unwrap_or_default();
+    let pods = store.dependents(pod_type, ns, &uid);
     let ctx = WriteContext::internal(MANAGER);
     let have = pods.len() as i64;
     for _ in have..want {
