@@ -65,7 +65,7 @@ impl Plan {
             scale: vec![(1_000, 3), (5_000, 2), (10_000, 2)],
             steady_window: Duration::from_secs(10),
             stepping_rollouts: 1_000,
-            stepping_runs: 3,
+            stepping_runs: 5,
             reactions: 30,
             idle_runs: 3,
             idle_settle: Duration::from_secs(5),
