@@ -818,11 +818,25 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         );
         w.stop().await;
         out.floor.push(replay_floor(&cluster, n, run, &kinds).await);
+        expire_events(&cluster.client).await;
         out.kinds = kinds;
     }
     eprintln!("stepping: weir's writes by kind: {:?}", out.kinds);
     cluster.stop();
     out
+}
+
+/// Deletes every Event, as the API server's one-hour Event TTL would between releases hours apart.
+/// Without it each run leaves 20,000 (weir's and the floor's), and a restarted weir lists and
+/// watches all of them: by the fifth run 80,000, which is no cost of stepping.
+async fn expire_events(client: &kube::Client) {
+    let events = resource("", "v1", "Event", "events");
+    for k in 0..NAMESPACES {
+        Api::<DynamicObject>::namespaced_with(client.clone(), &namespace(k), &events)
+            .delete_collection(&Default::default(), &Default::default())
+            .await
+            .expect("delete Events");
+    }
 }
 
 /// Sets a new image on every Rollout, all at once.
