@@ -501,20 +501,19 @@ impl Tracker {
 
     async fn wait_count(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) {
         let mut matching: HashSet<ObjKey> = HashSet::new();
-        let mut first = true;
+        {
+            // A new wait has judged nothing yet: every object counts as changed.
+            let mut t = self.state.lock().expect("tracker");
+            let t = &mut *t;
+            t.dirty.extend(t.objects.keys().cloned());
+        }
         let wait = async {
             loop {
                 self.changed.mark_unchanged();
                 {
                     let mut t = self.state.lock().expect("tracker");
                     let t = &mut *t;
-                    let keys: Vec<ObjKey> = if first {
-                        t.dirty.clear();
-                        t.objects.keys().cloned().collect()
-                    } else {
-                        t.dirty.drain().collect()
-                    };
-                    first = false;
+                    let keys: Vec<ObjKey> = t.dirty.drain().collect();
                     for key in keys {
                         match t.objects.get(&key) {
                             Some(o) if pred(o) => matching.insert(key),
