@@ -21,7 +21,7 @@ use super::object_rules::{DeleteOptions, FieldValidation, WriteContext, now_rfc3
 use super::openapi;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{EventType, ListOptions, Store};
+use super::store::{EventType, ListOptions, Store, watch_line};
 use super::table;
 
 /// Largest request body accepted, as the apiserver's limit for a single object.
@@ -1103,15 +1103,12 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
     }
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let object = if self.as_table {
-            table::table(self.rt, &[obj], None, jiff::Timestamp::now())
+        if self.as_table {
+            let table = table::table(self.rt, &[obj], None, jiff::Timestamp::now());
+            watch_line(kind, &table)
         } else {
-            served(self.rt, obj).into_owned()
-        };
-        let mut v =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        v.push(b'\n');
-        Bytes::from(v)
+            watch_line(kind, &served(self.rt, obj))
+        }
     }
 
     async fn send(&self, b: Bytes) -> bool {
@@ -1214,17 +1211,11 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
         }
         let obj =
             json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta});
-        let mut v =
-            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
-        v.push(b'\n');
-        Bytes::from(v)
+        watch_line("BOOKMARK", &obj)
     }
 
     fn error_line(&self, err: &ApiError) -> Bytes {
-        let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": err.to_status()}))
-            .unwrap_or_default();
-        v.push(b'\n');
-        Bytes::from(v)
+        watch_line("ERROR", &err.to_status())
     }
 }
 

@@ -59,16 +59,24 @@ impl Event {
     /// The newline-terminated watch line, serialized once and shared by every watcher.
     pub fn wire_line(&self) -> Bytes {
         self.wire
-            .get_or_init(|| {
-                let mut line = serde_json::to_vec(
-                    &json!({"type": self.kind.as_str(), "object": &*self.object}),
-                )
-                .unwrap_or_default();
-                line.push(b'\n');
-                Bytes::from(line)
-            })
+            .get_or_init(|| watch_line(self.kind.as_str(), &self.object))
             .clone()
     }
+}
+
+/// One line of a watch stream. The API server writes `type` before `object`, and clients rely
+/// on that order: serde reads an adjacently tagged enum in one pass only when the tag comes
+/// first, and otherwise buffers the whole object before decoding it again.
+pub fn watch_line(kind: &str, object: &Value) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut v = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
 }
 
 struct Collection {
@@ -874,6 +882,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_watch_line_names_its_type_before_its_object() {
+        // Clients decode an event in one pass only when `type` comes first, as the API server writes it.
+        let line = watch_line(
+            "MODIFIED",
+            &json!({"kind": "Pod", "metadata": {"name": "a"}}),
+        );
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"MODIFIED","object":{"#),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n"), "{text}");
+    }
 
     #[test]
     fn dependents_are_an_owners_objects_of_one_kind_in_one_namespace_in_name_order() {
