@@ -34,7 +34,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
-use weir::emulator::store::{Event, ListOptions, ObjKey, Store};
+use weir::emulator::store::{EventType, ListOptions, ObjKey, Store};
 use weir::emulator::{EmulatorConfig, RunningEmulator};
 
 /// Rollouts are spread over this many namespaces.
@@ -286,8 +286,6 @@ impl Cluster {
         let emulator = weir::emulator::start(EmulatorConfig {
             kubeconfig: Some(dir.join("kubeconfig")),
             workload_delay: Duration::from_millis(10),
-            // The bench follows collections from their first event.
-            watch_history: 10_000_000,
             ..Default::default()
         })
         .await
@@ -422,13 +420,27 @@ async fn load_apps(client: &kube::Client, n: usize, steps: &Value) {
 // Following the store in-process: the moment the emulator commits a change, not when a client
 // hears of it.
 
-/// Calls `f` with every event of a collection, from its first, as soon as the store commits it.
+/// What [`follow`] reports.
+enum Change<'a> {
+    /// The follower fell further behind than the store's history reaches: what it knew is void,
+    /// and every object there is now arrives as [`Change::Applied`].
+    Reset,
+    /// An object as it is now (created, listed or changed).
+    Applied(&'a Arc<Value>),
+    /// An object removed.
+    Deleted(&'a Arc<Value>),
+}
+
+/// Calls `f` with every object of a collection, then with each change as soon as the store
+/// commits it. Like a reflector: it lists, follows the history from the list's version, and lists
+/// again if it falls behind the history (the emulator keeps its default 10,000 changes per
+/// collection, so memory stays flat however long the bench runs).
 fn follow(
     store: Arc<Store>,
     group: &str,
     version: &str,
     plural: &str,
-    mut f: impl FnMut(&Event) + Send + 'static,
+    mut f: impl FnMut(Change<'_>) + Send + 'static,
 ) {
     let rt = store
         .resource(group, version, plural)
@@ -436,15 +448,36 @@ fn follow(
     tokio::spawn(async move {
         let key = rt.key();
         let mut rx = store.subscribe(&key);
-        let mut cursor = 0;
+        let mut cursor = None;
         loop {
             rx.mark_unchanged();
-            let events = store
-                .events_since(&key, cursor, usize::MAX)
-                .expect("history");
-            for e in &events {
-                cursor = e.rv;
-                f(e);
+            let events = match cursor {
+                Some(rv) => store.events_since(&key, rv, usize::MAX).ok(),
+                None => None,
+            };
+            match events {
+                Some(events) => {
+                    for e in &events {
+                        cursor = Some(e.rv);
+                        match e.kind {
+                            EventType::Deleted => f(Change::Deleted(&e.object)),
+                            _ => f(Change::Applied(&e.object)),
+                        }
+                    }
+                }
+                None => {
+                    let page = store
+                        .list(&rt, &ListOptions::default())
+                        .expect("list to follow");
+                    if cursor.is_some() {
+                        f(Change::Reset);
+                    }
+                    for obj in &page.items {
+                        f(Change::Applied(obj));
+                    }
+                    cursor = Some(page.rv);
+                    continue;
+                }
             }
             if rx.changed().await.is_err() {
                 return;
@@ -473,27 +506,36 @@ impl Tracker {
         let state: Arc<Mutex<Tracked>> = Arc::default();
         let (tx, changed) = watch::channel(0);
         let shared = state.clone();
-        follow(store, group, version, plural, move |e| {
-            let key = (
-                e.object["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                e.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+        follow(store, group, version, plural, move |change| {
             let mut t = shared.lock().expect("tracker");
-            match e.kind {
-                weir::emulator::store::EventType::Deleted => {
-                    t.objects.remove(&key);
+            let t = &mut *t;
+            let key = |o: &Value| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            };
+            match change {
+                Change::Reset => {
+                    t.dirty.extend(t.objects.drain().map(|(k, _)| k));
                 }
-                _ => {
-                    t.objects.insert(key.clone(), e.object.clone());
+                Change::Applied(o) => {
+                    let k = key(o);
+                    t.objects.insert(k.clone(), o.clone());
+                    t.dirty.insert(k);
+                }
+                Change::Deleted(o) => {
+                    let k = key(o);
+                    t.objects.remove(&k);
+                    t.dirty.insert(k);
                 }
             }
-            t.dirty.insert(key);
             tx.send_modify(|n| *n += 1);
         });
         Tracker { state, changed }
@@ -1164,15 +1206,18 @@ async fn reaction(samples: usize) -> Reactions {
         "weir.io",
         "v1alpha1",
         "analysisruns",
-        move |e| {
+        move |change| {
+            let Change::Applied(obj) = change else {
+                return;
+            };
             let seen = Instant::now();
-            let measurements = e.object["status"]["metricResults"]
+            let measurements = obj["status"]["metricResults"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .flat_map(|m| m["measurements"].as_array().into_iter().flatten());
             if measurements.into_iter().any(|m| m["phase"] == "Failed") {
-                let ro = e.object["metadata"]["labels"]["weir.io/rollout"]
+                let ro = obj["metadata"]["labels"]["weir.io/rollout"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
@@ -1188,13 +1233,16 @@ async fn reaction(samples: usize) -> Reactions {
         "gateway.networking.k8s.io",
         "v1",
         "httproutes",
-        move |e| {
+        move |change| {
+            let Change::Applied(obj) = change else {
+                return;
+            };
             let seen = Instant::now();
-            let name = e.object["metadata"]["name"]
+            let name = obj["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if let Some((_, canary)) = route_weights(&e.object) {
+            if let Some((_, canary)) = route_weights(obj) {
                 commits
                     .lock()
                     .expect("commits")

@@ -8,7 +8,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -30,6 +29,7 @@ use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::POD_TEMPLATE_HASH_LABEL;
 use super::plan::{self, Action, Observed, ServiceState, TrafficState, Transition};
 use super::replica_sets::{self, ROLLOUT_LABEL, SCALE_DOWN_AT_ANNOTATION};
+use super::rollout_object::RolloutObject;
 use super::watch_caches::{CachedCopy, ObjectKey, WatchCaches};
 
 /// Label naming which analysis of a Rollout a run is (`step2`, `background`, ...).
@@ -82,13 +82,6 @@ pub struct Context {
     clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
-fn rollout_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(crate::api::GROUP, crate::api::VERSION, "Rollout"),
-        "rollouts",
-    )
-}
-
 /// Runs the Rollout controller until the stream ends (it does not, unless the API goes away for good).
 pub async fn run(client: Client) {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
@@ -131,14 +124,13 @@ pub async fn run(client: Client) {
         caches,
         clock: Box::new(jiff::Timestamp::now),
     });
-    let rollouts: Api<DynamicObject> = Api::all_with(client, &rollout_resource());
-    let ro_writer = reflector::store::Writer::new(rollout_resource());
-    let ro_reader = ro_writer.as_reader();
+    let rollouts: Api<RolloutObject> = Api::all(client);
+    let (ro_reader, ro_writer) = reflector::store();
     // Deletions are picked off the same watch (the Controller never reconciles an object that is
     // gone) to drop the deleted Rollout's metric series.
     let rollout_stream = reflector::reflector(
         ro_writer,
-        watcher(rollouts, watcher::Config::default()).modify(slim_rollout),
+        watcher(rollouts, watcher::Config::default()).modify(RolloutObject::slim),
     )
     .inspect(|event| {
         if let Ok(watcher::Event::Delete(ro)) = event {
@@ -151,7 +143,7 @@ pub async fn run(client: Client) {
     })
     .default_backoff()
     .applied_objects();
-    let controller = Controller::for_stream_with(rollout_stream, ro_reader, rollout_resource())
+    let controller = Controller::for_stream(rollout_stream, ro_reader)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_stream_with(rs_stream, ())
         .owns_stream_with(run_stream, ())
@@ -167,28 +159,6 @@ pub async fn run(client: Client) {
         });
     let caches = futures::future::join_all(drivers);
     futures::future::select(Box::pin(controller), caches).await;
-}
-
-/// What the controller's cache keeps of a Rollout. A settled one (Healthy, with a status that
-/// describes its current spec) is reconciled only on a change or a resync, so the cache keeps what
-/// names it and the reconcile reads it fresh: 10,000 settled Rollouts cost no more than their names.
-/// One in the middle of a release, or whose spec was just changed to start one, is reconciled on
-/// every step, and is kept whole, so those reconciles plan from the cache.
-fn slim_rollout(ro: &mut DynamicObject) {
-    ro.metadata.managed_fields = None;
-    let status = ro.data.get("status");
-    let healthy = status
-        .and_then(|s| s.get("phase"))
-        .and_then(serde_json::Value::as_str)
-        == Some(RolloutPhase::Healthy.as_str());
-    let observed = status
-        .and_then(|s| s.get("observedGeneration"))
-        .and_then(serde_json::Value::as_i64);
-    if healthy && observed.is_some() && observed == ro.metadata.generation {
-        ro.data = serde_json::Value::Null;
-        ro.metadata.annotations = None;
-        ro.metadata.labels = None;
-    }
 }
 
 fn rollout_key(ns: &str, name: &str) -> ObjectKey {
@@ -207,12 +177,12 @@ fn slim_replica_set(rs: &mut ReplicaSet) {
     }
 }
 
-fn error_policy(_obj: Arc<DynamicObject>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
+fn error_policy(_obj: Arc<RolloutObject>, err: &ControllerError, _ctx: Arc<Context>) -> Requeue {
     tracing::warn!(error = %err, source = ?std::error::Error::source(err), "rollout reconcile failed; retrying");
     Requeue::requeue(Duration::from_millis(500))
 }
 
-async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
+async fn reconcile(obj: Arc<RolloutObject>, ctx: Arc<Context>) -> Result<Requeue, ControllerError> {
     // Until the first list is in, the stores are empty: a Healthy Rollout would look as if it had no
     // pods, drop to Progressing and record its completion again when they show up.
     if !ctx.replica_sets_ready.wait().await || !ctx.analysis_runs_ready.wait().await {
@@ -230,16 +200,12 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
     // otherwise the Rollout is read fresh.
     // A slim copy is whole again when it is the version weir's own write left: that write's
     // answer (the reconcile after a release's last step).
-    let whole = !obj.data.is_null();
-    let value = match newest.check_keeping(&key, obj.resource_version().as_deref(), whole) {
-        CachedCopy::Current if whole => {
-            serde_json::to_value(&*obj).map_err(ControllerError::Decode)?
-        }
-        CachedCopy::Written(written) => (*written).clone(),
+    let whole = !obj.slimmed;
+    let decoded = match newest.check_keeping(&key, obj.resource_version().as_deref(), whole) {
+        CachedCopy::Current if whole => obj.decode(),
+        CachedCopy::Written(written) => Ok((*written).clone()),
         _ => {
-            let dyn_api: Api<DynamicObject> =
-                Api::namespaced_with(ctx.client.clone(), &ns, &rollout_resource());
-            let Some(fresh) = dyn_api
+            let Some(fresh) = Api::<RolloutObject>::namespaced(ctx.client.clone(), &ns)
                 .get_opt(&name)
                 .await
                 .map_err(api_err(format!("reading Rollout {ns}/{name}")))?
@@ -249,10 +215,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
                 return Ok(Requeue::await_change());
             };
             newest.saw(key.clone(), fresh.resource_version().as_deref());
-            serde_json::to_value(&fresh).map_err(ControllerError::Decode)?
+            fresh.decode()
         }
     };
-    let ro: Rollout = match serde_json::from_value(value) {
+    let ro = match decoded {
         Ok(ro) => ro,
         Err(e) => return invalid_object(&ctx, &ns, &name, &e.to_string()).await,
     };
@@ -285,10 +251,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue
             ..Default::default()
         };
         match api.replace_status(&name, &pp, &next).await {
-            Ok(written) => match serde_json::to_value(&written) {
-                Ok(object) => newest.wrote(key, ro.metadata.resource_version.as_deref(), object),
-                Err(_) => newest.unknown(key),
-            },
+            Ok(written) => newest.wrote(key, ro.metadata.resource_version.as_deref(), written),
             // Someone (a person promoting, the plugin) changed the Rollout since we read it: plan again,
             // from a fresh read.
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -314,7 +277,7 @@ async fn invalid_object(
     name: &str,
     error: &str,
 ) -> Result<Requeue, ControllerError> {
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &rollout_resource());
+    let api: Api<RolloutObject> = Api::namespaced(ctx.client.clone(), ns);
     let now = (ctx.clock)();
     let cond = conditions::invalid_spec(format!("spec: {error}"), now, None);
     let patch = json!({"status": {"phase": RolloutPhase::Degraded.as_str(), "message": format!("InvalidSpec: {error}"), "conditions": [cond]}});
@@ -696,36 +659,4 @@ async fn record(
     crate::events::record(&ctx.client, reporter, involved, event, now)
         .await
         .map_err(api_err("recording an Event"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_settled_rollout_is_cached_by_name() {
-        // (phase, status.observedGeneration, metadata.generation, kept by name only?)
-        let cases = [
-            (Some("Healthy"), Some(3), Some(3), true),
-            (Some("Healthy"), Some(2), Some(3), false),
-            (Some("Healthy"), None, Some(3), false),
-            (Some("Progressing"), Some(3), Some(3), false),
-            (Some("Paused"), Some(3), Some(3), false),
-            (None, None, Some(1), false),
-        ];
-        for (phase, observed, generation, slimmed) in cases {
-            let mut ro = DynamicObject::new("web", &rollout_resource()).within("default");
-            ro.metadata.generation = generation;
-            ro.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
-            ro.data = json!({"spec": {"replicas": 1}, "status": {"phase": phase, "observedGeneration": observed}});
-            slim_rollout(&mut ro);
-            assert_eq!(
-                ro.data.is_null(),
-                slimmed,
-                "{phase:?} {observed:?}/{generation:?}"
-            );
-            assert_eq!(ro.metadata.labels.is_none(), slimmed);
-            assert_eq!(ro.metadata.name.as_deref(), Some("web"), "its name stays");
-        }
-    }
 }

@@ -9,17 +9,22 @@
 //! is not listed yet or lacks the object, the read goes to the API. A cache miss therefore costs one
 //! GET, never a wrong plan.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ApiResource, DynamicObject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource};
+use kube::core::DynamicResourceScope;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use serde::Deserialize;
 use serde_json::Value;
 
+use crate::api::rollout::Rollout;
 use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
 use crate::traffic::{RouteObject, TrafficError};
 
@@ -54,7 +59,7 @@ struct Newest {
 #[derive(Debug)]
 struct Written {
     base_rvs: Vec<String>,
-    object: Arc<Value>,
+    object: Arc<Rollout>,
 }
 
 /// How many of weir's writes in a row a cache may lag and still be served by the last one's answer.
@@ -68,7 +73,7 @@ pub enum CachedCopy {
     Current,
     /// It is a version weir's own last writes replaced: the last write's answer is the object now.
     /// Each write was guarded by the version before it, so nothing came between them.
-    Written(Arc<Value>),
+    Written(Arc<Rollout>),
     /// It may be older than what weir knows; read the object fresh.
     Stale,
 }
@@ -96,12 +101,8 @@ impl NewestVersions {
     /// Remembers the answer of weir's write of `key`, guarded by `base_rv`, so that a cache still at
     /// `base_rv` (or at the base of a write of weir's that led to it) is served by it instead of a
     /// fresh read.
-    pub fn wrote(&self, key: ObjectKey, base_rv: Option<&str>, object: Value) {
-        let Some(rv) = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
+    pub fn wrote(&self, key: ObjectKey, base_rv: Option<&str>, object: Rollout) {
+        let Some(rv) = object.metadata.resource_version.clone() else {
             self.unknown(key);
             return;
         };
@@ -236,7 +237,7 @@ where
 /// fields it reads.
 pub struct WatchCaches {
     services: Cache<Service>,
-    routes: HashMap<String, (ApiResource, Cache<DynamicObject>)>,
+    routes: HashMap<String, (ApiResource, Cache<CachedRoute>)>,
     newest: NewestVersions,
 }
 
@@ -256,9 +257,9 @@ impl WatchCaches {
         let mut routes = HashMap::new();
         for ar in route_kinds {
             let (cache, driver) = watch(
-                Api::<DynamicObject>::all_with(client.clone(), ar),
+                Api::<CachedRoute>::all_with(client.clone(), ar),
                 ar.clone(),
-                slim_route,
+                CachedRoute::slim,
             );
             drivers.push(driver);
             routes.insert(resource_key(ar), (ar.clone(), cache));
@@ -315,12 +316,10 @@ impl WatchCaches {
         if let Some((ar, cache)) = self.routes.get(&key.resource)
             && let Some(obj) = cache.current(&self.newest, &key, ar.clone())
         {
-            return serde_json::to_value(&*obj)
-                .and_then(spec_parsed)
-                .map_err(|source| TrafficError::Decode {
-                    route: route.describe(),
-                    source,
-                });
+            return obj.served(ar).map_err(|source| TrafficError::Decode {
+                route: route.describe(),
+                source,
+            });
         }
         match route.get(client).await {
             Ok(fresh) => {
@@ -407,33 +406,77 @@ fn slim_service(svc: &mut Service) {
     }
 }
 
-/// What the routers read of a route: its spec and annotations (weir's own bookkeeping lives
-/// there). The spec is kept as its JSON text: parsed, a route's spec is about twenty maps of
-/// about 5 KiB in all, its text a tenth of that, and a router reads a route only when it
-/// steps. [`spec_parsed`] turns it back.
-fn slim_route(route: &mut DynamicObject) {
-    let meta = &mut route.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.uid = None;
-    meta.creation_timestamp = None;
-    if let Some(obj) = route.data.as_object_mut() {
-        obj.remove("status");
-        if let Some(spec) = obj.get_mut("spec")
-            && !spec.is_string()
-        {
-            *spec = Value::String(spec.to_string());
+/// What the routers read of a route: its metadata (weir's own bookkeeping lives in its
+/// annotations) and its spec. The spec is kept as its JSON text: parsed, a route's spec is about
+/// twenty maps of about 5 KiB in all, its text a tenth of that, and a router reads a route only
+/// when it steps. [`CachedRoute::served`] turns it back.
+///
+/// Not a `DynamicObject`: serde decodes its flattened body in two passes (the whole object buffered
+/// as generic content, then decoded again), on every watch event of every route.
+#[derive(Clone, Debug, Deserialize)]
+struct CachedRoute {
+    metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "json_text")]
+    spec: Option<String>,
+}
+
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(Value::deserialize(d)?.to_string()))
+}
+
+impl CachedRoute {
+    fn slim(&mut self) {
+        let meta = &mut self.metadata;
+        meta.managed_fields = None;
+        meta.labels = None;
+        meta.uid = None;
+        meta.creation_timestamp = None;
+    }
+
+    /// The route as the API served it, less its status and the metadata [`CachedRoute::slim`] dropped.
+    fn served(&self, ar: &ApiResource) -> Result<Value, serde_json::Error> {
+        let mut route = serde_json::Map::new();
+        route.insert("apiVersion".into(), ar.api_version.clone().into());
+        route.insert("kind".into(), ar.kind.clone().into());
+        route.insert("metadata".into(), serde_json::to_value(&self.metadata)?);
+        if let Some(text) = &self.spec {
+            route.insert("spec".into(), serde_json::from_str(text)?);
         }
+        Ok(Value::Object(route))
     }
 }
 
-/// A cached route as the API served it: its spec parsed back from the text [`slim_route`] kept.
-fn spec_parsed(mut route: Value) -> Result<Value, serde_json::Error> {
-    if let Some(Value::String(text)) = route.get("spec") {
-        let spec = serde_json::from_str(text)?;
-        route["spec"] = spec;
+impl Resource for CachedRoute {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(ar: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&ar.kind)
     }
-    Ok(route)
+
+    fn group(ar: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&ar.group)
+    }
+
+    fn version(ar: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&ar.version)
+    }
+
+    fn api_version(ar: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&ar.api_version)
+    }
+
+    fn plural(ar: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&ar.plural)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 fn service_key(namespace: &str, name: &str) -> ObjectKey {
@@ -459,6 +502,20 @@ fn route_key(route: &RouteObject) -> ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Rollout as a status write's answer at resourceVersion `rv`.
+    fn rollout_at(rv: &str) -> Rollout {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ro", "namespace": "default", "resourceVersion": rv},
+            "spec": {
+                "selector": {"matchLabels": {"app": "ro"}},
+                "template": {"spec": {"containers": [{"name": "app", "image": "ro:1"}]}},
+                "strategy": {"canary": {}},
+            },
+            "status": {"phase": "Progressing"},
+        }))
+        .expect("a Rollout")
+    }
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {
@@ -490,7 +547,7 @@ mod tests {
     #[test]
     fn a_cache_one_write_behind_is_served_by_that_writes_answer() {
         let newest = NewestVersions::default();
-        let written = serde_json::json!({"metadata": {"resourceVersion": "5"}, "status": {"x": 1}});
+        let written = rollout_at("5");
         newest.wrote(key("ro"), Some("4"), written.clone());
         // (cached rv, what it is worth)
         let cases = [
@@ -506,14 +563,16 @@ mod tests {
         assert!(newest.is_empty(), "the cache showed the write");
 
         // An answer without a version says nothing: read fresh.
-        newest.wrote(key("ro"), Some("5"), serde_json::json!({"metadata": {}}));
+        let mut unversioned = rollout_at("5");
+        unversioned.metadata.resource_version = None;
+        newest.wrote(key("ro"), Some("5"), unversioned);
         assert_eq!(newest.check(&key("ro"), Some("5")), CachedCopy::Stale);
     }
 
     #[test]
     fn a_cache_several_writes_behind_is_served_by_the_last_writes_answer() {
         let newest = NewestVersions::default();
-        let at = |rv: u32| serde_json::json!({"metadata": {"resourceVersion": rv.to_string()}});
+        let at = |rv: u32| rollout_at(&rv.to_string());
         // weir writes 4 → 5 → 6 → 7 → 8 → 9, each guarded by the one before.
         for rv in 5..=9 {
             newest.wrote(key("ro"), Some(&(rv - 1).to_string()), at(rv));
@@ -545,7 +604,7 @@ mod tests {
     #[test]
     fn a_name_only_copy_of_weirs_own_write_is_made_whole_by_that_writes_answer() {
         let newest = NewestVersions::default();
-        let written = serde_json::json!({"metadata": {"resourceVersion": "5"}, "status": {"x": 1}});
+        let written = rollout_at("5");
         newest.wrote(key("ro"), Some("4"), written.clone());
         assert_eq!(
             newest.check_keeping(&key("ro"), Some("5"), false),
@@ -602,10 +661,16 @@ mod tests {
             "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "weight": 100}]}]},
             "status": {"parents": []},
         });
-        let mut route: DynamicObject = serde_json::from_value(served.clone()).unwrap();
-        slim_route(&mut route);
-        let read = spec_parsed(serde_json::to_value(&route).unwrap()).unwrap();
+        let mut route: CachedRoute = serde_json::from_value(served.clone()).unwrap();
+        route.slim();
+        let ar = ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        );
+        let read = route.served(&ar).unwrap();
         assert_eq!(read["spec"], served["spec"]);
+        assert_eq!(read["kind"], "HTTPRoute");
+        assert_eq!(read["apiVersion"], "gateway.networking.k8s.io/v1");
         assert_eq!(
             read["metadata"]["annotations"],
             served["metadata"]["annotations"]
