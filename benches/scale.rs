@@ -946,6 +946,7 @@ async fn replay_floor(
     }
     let replica_sets = Arc::new(replica_sets);
     let ro_objects = Arc::new(ro_objects);
+    let before = BeforeFloor::take(&store);
     let started = Instant::now();
     let tasks = (0..n).map(|i| {
         let client = cluster.client.clone();
@@ -982,7 +983,112 @@ async fn replay_floor(
         ))
         .for_each(|_| async {})
         .await;
-    started.elapsed()
+    let elapsed = started.elapsed();
+    undo_floor(&store, &before);
+    elapsed
+}
+
+/// Every object the floor writes, as it was before the floor: Services, HTTPRoutes, ReplicaSets
+/// and Rollouts.
+struct BeforeFloor(
+    Vec<(
+        Arc<weir::emulator::resources::ResourceType>,
+        Vec<Arc<Value>>,
+    )>,
+);
+
+impl BeforeFloor {
+    fn take(store: &Store) -> BeforeFloor {
+        let kinds = [
+            ("", "v1", "services"),
+            ("gateway.networking.k8s.io", "v1", "httproutes"),
+            ("apps", "v1", "replicasets"),
+            ("weir.io", "v1alpha1", "rollouts"),
+        ];
+        BeforeFloor(
+            kinds
+                .iter()
+                .map(|(g, v, p)| {
+                    let rt = store.resource(g, v, p).expect("a served kind");
+                    let items = store
+                        .list(&rt, &ListOptions::default())
+                        .expect("list")
+                        .items;
+                    (rt, items)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Puts the cluster back as it was before the floor replay: its ReplicaSets (and their pods) gone,
+/// and the specs, annotations and statuses it changed restored. Without this every run leaves
+/// 1,000 more ReplicaSets behind, and each later weir run works against a bigger cluster than the
+/// one before it.
+fn undo_floor(store: &Store, before: &BeforeFloor) {
+    use weir::emulator::object_rules::{DeleteOptions, WriteContext};
+    let ctx = WriteContext::internal("bench");
+    let status = WriteContext {
+        subresource: Some("status".into()),
+        ..WriteContext::internal("bench")
+    };
+    let str_at = |o: &Value, p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (rt, items) in &before.0 {
+        let kept: HashSet<(String, String)> = items
+            .iter()
+            .map(|o| {
+                (
+                    str_at(o, "/metadata/namespace"),
+                    str_at(o, "/metadata/name"),
+                )
+            })
+            .collect();
+        for now in store.list(rt, &ListOptions::default()).expect("list").items {
+            let key = (
+                str_at(&now, "/metadata/namespace"),
+                str_at(&now, "/metadata/name"),
+            );
+            if !kept.contains(&key) {
+                store
+                    .delete(rt, &key.0, &key.1, &DeleteOptions::default(), &ctx)
+                    .expect("delete a floor object");
+            }
+        }
+        for was in items {
+            let (ns, name) = (
+                str_at(was, "/metadata/namespace"),
+                str_at(was, "/metadata/name"),
+            );
+            let restore = |field: &str, ctx: &WriteContext| {
+                store
+                    .modify(rt, &ns, &name, ctx, false, |cur| {
+                        let mut o = cur.cloned().unwrap_or_default();
+                        let (into, from) = if field == "annotations" {
+                            (&mut o["metadata"], &was["metadata"])
+                        } else {
+                            (&mut o, &**was)
+                        };
+                        match (into.as_object_mut(), from.get(field)) {
+                            (Some(into), Some(v)) => into.insert(field.into(), v.clone()),
+                            (Some(into), None) => into.remove(field),
+                            (None, _) => None,
+                        };
+                        Ok(o)
+                    })
+                    .expect("restore an object the floor wrote");
+            };
+            restore("spec", &ctx);
+            restore("annotations", &ctx);
+            if rt.plural == "rollouts" {
+                restore("status", &status);
+            }
+        }
+    }
 }
 
 /// One write of the given kind on Rollout `name`'s objects, shaped like the one weir makes.

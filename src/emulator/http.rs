@@ -593,7 +593,7 @@ async fn resource(
             }
             let updated = app
                 .store
-                .modify(&rt, &ns, &name, &ctx, false, |_| Ok(obj))?;
+                .modify(&rt, &ns, &name, &ctx, false, |_| Ok(obj.clone()))?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &served(&rt, &updated)),
                 &ctx,

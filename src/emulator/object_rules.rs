@@ -55,6 +55,19 @@ impl WriteContext {
             ws.push(w);
         }
     }
+
+    /// How many warnings the write has collected so far.
+    pub fn warning_count(&self) -> usize {
+        self.warnings.lock().map(|ws| ws.len()).unwrap_or(0)
+    }
+
+    /// Forgets the warnings collected after the first `n`: the write is being prepared again, and
+    /// will raise them again.
+    pub fn rewind_warnings(&self, n: usize) {
+        if let Ok(mut ws) = self.warnings.lock() {
+            ws.truncate(n);
+        }
+    }
 }
 
 /// How dependents are treated when their owner is deleted.

@@ -353,6 +353,9 @@ impl Store {
     }
 
     /// Creates an object.
+    ///
+    /// The object is prepared (defaulted, validated, given its uid) before the store is locked,
+    /// so concurrent writes wait on each other only for the commit.
     pub fn create(
         &self,
         rt: &ResourceType,
@@ -360,13 +363,33 @@ impl Store {
         body: Value,
         ctx: &WriteContext,
     ) -> Result<Arc<Value>, ApiError> {
+        // A missing namespace is reported before the body is validated, as admission runs first.
+        self.read().check_namespace(rt, ns)?;
+        let obj = object_rules::prepare_create(rt, ns, body, ctx)?;
+        self.commit_create(rt, ns, obj, ctx, None)
+    }
+
+    /// Commits a prepared new object, unless its name is taken (or, with `expected`, unless its
+    /// name differs from the one on the URL).
+    fn commit_create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        obj: Value,
+        ctx: &WriteContext,
+        expected: Option<&str>,
+    ) -> Result<Arc<Value>, ApiError> {
+        let name = object_rules::name_of(&obj).to_string();
+        if let Some(expected) = expected.filter(|e| *e != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({expected})"
+            )));
+        }
+        let key = (ns.to_string(), name);
         let mut state = self.write();
         state.check_namespace(rt, ns)?;
-        let obj = object_rules::prepare_create(rt, ns, body, ctx)?;
-        let name = object_rules::name_of(&obj).to_string();
-        let key = (ns.to_string(), name.clone());
         if state.get(&rt.key(), &key).is_some() {
-            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &key.1));
         }
         let obj = if rt.group == "apiextensions.k8s.io" {
             state.register_crd(obj)?
@@ -379,11 +402,16 @@ impl Store {
         Ok(state.commit(&rt.key(), key, Some(obj), self.config.watch_history))
     }
 
-    /// Replaces an object (or its status), or applies `change` to the current object inside the same
-    /// critical section: every patch flavour goes through here, so no concurrent write can interleave.
+    /// Replaces an object (or its status), or applies `change` to the current object: every patch
+    /// flavour goes through here.
     ///
     /// `change` receives the current object (None when absent) and returns the desired object.
     /// `create_if_missing` is for server-side apply, which creates.
+    ///
+    /// The write is computed outside the lock from the object as it was read, and committed only
+    /// if the object is still that version; otherwise `change` runs again on the newer one. So no
+    /// concurrent write is lost or interleaved, as with the API server's guaranteed update, and
+    /// writes wait on each other only for the commit.
     pub fn modify(
         &self,
         rt: &ResourceType,
@@ -391,23 +419,42 @@ impl Store {
         name: &str,
         ctx: &WriteContext,
         create_if_missing: bool,
-        change: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
+        change: impl Fn(Option<&Value>) -> Result<Value, ApiError>,
     ) -> Result<Arc<Value>, ApiError> {
-        let mut state = self.write();
         let key = (ns.to_string(), name.to_string());
-        let current = state.get(&rt.key(), &key);
-        let Some(current) = current else {
-            if !create_if_missing {
-                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+        loop {
+            let warned = ctx.warning_count();
+            let current = self.read().get(&rt.key(), &key);
+            let Some(current) = current else {
+                if !create_if_missing {
+                    return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+                }
+                self.read().check_namespace(rt, ns)?;
+                let desired = change(None)?;
+                let obj = object_rules::prepare_create(rt, ns, desired, ctx)?;
+                match self.commit_create(rt, ns, obj, ctx, Some(name)) {
+                    // Created by someone else since it was read: apply the change to theirs.
+                    Err(e) if e.reason == "AlreadyExists" => {
+                        ctx.rewind_warnings(warned);
+                        continue;
+                    }
+                    result => return result,
+                }
+            };
+            let desired = change(Some(&current))?;
+            let obj = object_rules::prepare_update(rt, &current, desired, ctx)?;
+            if obj == *current {
+                // A no-op write does not bump the resourceVersion or emit an event, like the real apiserver.
+                return Ok(current);
             }
-            state.check_namespace(rt, ns)?;
-            let desired = change(None)?;
-            let obj = object_rules::prepare_create(rt, ns, desired, ctx)?;
-            if object_rules::name_of(&obj) != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({}) does not match the name on the URL ({name})",
-                    object_rules::name_of(&obj)
-                )));
+            let mut state = self.write();
+            if !state
+                .get(&rt.key(), &key)
+                .is_some_and(|now| Arc::ptr_eq(&now, &current))
+            {
+                drop(state);
+                ctx.rewind_warnings(warned);
+                continue;
             }
             let obj = if rt.group == "apiextensions.k8s.io" {
                 state.register_crd(obj)?
@@ -417,27 +464,12 @@ impl Store {
             if ctx.dry_run {
                 return Ok(Arc::new(obj));
             }
+            if object_rules::finalized(&obj) {
+                state.remove(&rt.key(), &key, self.config.watch_history);
+                return Ok(Arc::new(obj));
+            }
             return Ok(state.commit(&rt.key(), key, Some(obj), self.config.watch_history));
-        };
-        let desired = change(Some(&current))?;
-        let obj = object_rules::prepare_update(rt, &current, desired, ctx)?;
-        if obj == *current {
-            // A no-op write does not bump the resourceVersion or emit an event, like the real apiserver.
-            return Ok(current);
         }
-        let obj = if rt.group == "apiextensions.k8s.io" {
-            state.register_crd(obj)?
-        } else {
-            obj
-        };
-        if ctx.dry_run {
-            return Ok(Arc::new(obj));
-        }
-        if object_rules::finalized(&obj) {
-            state.remove(&rt.key(), &key, self.config.watch_history);
-            return Ok(Arc::new(obj));
-        }
-        Ok(state.commit(&rt.key(), key, Some(obj), self.config.watch_history))
     }
 
     /// Deletes an object. Returns the object as it is after the call: gone, or marked for deletion when

@@ -83,6 +83,10 @@ pub async fn run(app: Arc<App>, delay: Duration) {
             } else {
                 reconcile_deployment(&store, &deploy_type, ns, name);
             }
+            // A release makes a thousand ReplicaSets due at once: between them, let the requests
+            // waiting on this worker thread be served, as kube-controller-manager would not hold
+            // up the API server.
+            tokio::task::yield_now().await;
         }
         let next = pending.values().min().copied();
         let (a, b) = receivers.split_at_mut(1);
@@ -219,7 +223,7 @@ fn reconcile_replica_set(
     };
     let _ = store.modify(rs_type, ns, name, &status_ctx, false, |cur| {
         let mut o = cur.cloned().unwrap_or_default();
-        o["status"] = status;
+        o["status"] = status.clone();
         Ok(o)
     });
 }
@@ -262,7 +266,7 @@ fn reconcile_deployment(store: &Store, deploy_type: &ResourceType, ns: &str, nam
     };
     let _ = store.modify(deploy_type, ns, name, &ctx, false, |cur| {
         let mut o = cur.cloned().unwrap_or_default();
-        o["status"] = status;
+        o["status"] = status.clone();
         Ok(o)
     });
 }
