@@ -19,6 +19,14 @@
 
 mod crds;
 
+/// The emulator (this process) allocates and frees a JSON tree for every write it serves. Under
+/// glibc's malloc its heap fragments run after run (`_int_malloc` and `malloc_consolidate` grew
+/// to a quarter of its CPU, and each stepping run served the same work slower than the last), and
+/// the emulator is the stand-in for the API server, not what is measured. weir runs as its own
+/// process, with the allocator it ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -216,16 +224,7 @@ impl Weir {
 
     /// CPU time (user + system) so far.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at field 3; utime and stime
-        // are fields 14 and 15.
-        let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-        let fields: Vec<u64> = after
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+        process_cpu(&self.pid.to_string())
     }
 
     /// `weir_reconciles_total{controller="rollout"}`.
@@ -241,6 +240,20 @@ impl Weir {
     async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// CPU time (user + system) of process `pid` (or `self`) so far.
+fn process_cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime
+    // are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
 fn clock_ticks() -> u64 {
@@ -838,6 +851,7 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         let image = format!("app:{}", run + 2);
         cluster.reset_stats();
         let cpu_before = w.cpu();
+        let emulator_cpu_before = process_cpu("self");
         let started = Instant::now();
         release(&cluster.client, n, &image).await;
         tracker
@@ -854,11 +868,22 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         out.writes.push(kinds.values().sum());
         out.requests.push(weir_requests(&stats));
         eprintln!(
-            "stepping run {run}: weir's requests: {:?}",
+            "stepping run {run}: {:.2?}, weir CPU {:.2?}, emulator and bench CPU {:.2?}, {} objects in the store, {} watches; weir's requests: {:?}",
+            out.total[run],
+            out.cpu[run],
+            process_cpu("self").saturating_sub(emulator_cpu_before),
+            cluster.store().object_count(),
+            stats["activeWatches"],
             weir_requests_by(&stats)
         );
         w.stop().await;
+        let emulator_cpu_before = process_cpu("self");
         out.floor.push(replay_floor(&cluster, n, run, &kinds).await);
+        eprintln!(
+            "stepping run {run}: floor {:.2?}, emulator and bench CPU {:.2?}",
+            out.floor[run],
+            process_cpu("self").saturating_sub(emulator_cpu_before),
+        );
         expire_events(&cluster.client).await;
         out.kinds = kinds;
     }
