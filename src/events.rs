@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use crate::without_managed_fields::WithoutManagedFields;
+
 /// Who records: the field manager (also the Event's source component) and the reporting
 /// controller.
 #[derive(Debug, Clone, Copy)]
@@ -62,12 +64,13 @@ pub async fn record(
         reporting_instance: Some("weir".into()),
         ..Default::default()
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    // The answer is not read: decoding its managed fields would be the most of the call's work.
+    let api: Api<WithoutManagedFields<Event>> = Api::namespaced(client.clone(), &ns);
     let pp = PostParams {
         field_manager: Some(reporter.field_manager.into()),
         ..Default::default()
     };
-    match api.create(&pp, &ev).await {
+    match api.create(&pp, &WithoutManagedFields(ev)).await {
         Ok(_) => Ok(()),
         // Only AlreadyExists means an Event of this name is there. Any other 409 (a Conflict)
         // recorded nothing; taking it for success would lose the Event for good, because the

@@ -17,3 +17,4 @@ pub mod rbac;
 pub mod rollout;
 pub mod telemetry;
 pub mod traffic;
+pub mod without_managed_fields;

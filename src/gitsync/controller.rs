@@ -110,7 +110,6 @@ pub const RECONCILE_CONCURRENCY: u16 = 8;
 /// Runs the GitSync controller (with the revert writer) until the API goes away for good.
 pub async fn run(client: Client, settings: Settings) {
     let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
-    let ro_api: Api<Rollout> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let (signal, rollouts_ready) = cache_ready();
     let rollouts = signal_when_listed(
@@ -118,10 +117,12 @@ pub async fn run(client: Client, settings: Settings) {
             writer,
             // The revert writer reads status and annotations, the applier the strategy: the pod
             // template is most of a Rollout and neither needs it.
-            watcher(ro_api, watcher::Config::default()).modify(|ro: &mut Rollout| {
-                ro.metadata.managed_fields = None;
-                ro.spec.template = Default::default();
-            }),
+            crate::without_managed_fields::watch_all::<Rollout>(
+                client.clone(),
+                &(),
+                watcher::Config::default(),
+            )
+            .modify(|ro: &mut Rollout| ro.spec.template = Default::default()),
         ),
         signal,
     )

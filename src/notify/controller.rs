@@ -211,10 +211,10 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
         return;
     }
     resume(&shared, &delivery).await;
-    let events: Api<CoreEvent> = Api::all(client);
     // The API server filters, so a busy cluster's other Events never reach weir.
-    watcher(
-        events,
+    crate::without_managed_fields::watch_all::<CoreEvent>(
+        client,
+        &(),
         watcher::Config::default().fields("involvedObject.kind=Rollout"),
     )
     .default_backoff()

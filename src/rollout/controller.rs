@@ -24,6 +24,7 @@ use crate::api::rollout::{Rollout, RolloutPhase, RolloutStrategy};
 use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
 use crate::owner_index::OwnerIndex;
 use crate::traffic::{self, Backends, TrafficRouter, Weights};
+use crate::without_managed_fields::{self, WithoutManagedFields};
 
 use super::analysis_gate::{ObservedAnalysisRun, Slot};
 use super::hash::POD_TEMPLATE_HASH_LABEL;
@@ -84,29 +85,34 @@ pub struct Context {
 
 /// Runs the Rollout controller until the stream ends (it does not, unless the API goes away for good).
 pub async fn run(client: Client) {
-    let rs_api: Api<ReplicaSet> = Api::all(client.clone());
     let (reader, writer) = reflector::store();
     let (rs_signal, rs_ready) = cache_ready();
     let rs_index = OwnerIndex::default();
     let rs_stream = signal_when_listed(
         rs_index.track(reflector::reflector(
             writer,
-            watcher(rs_api, watcher::Config::default().labels(ROLLOUT_LABEL))
-                .modify(slim_replica_set),
+            without_managed_fields::watch_all::<ReplicaSet>(
+                client.clone(),
+                &(),
+                watcher::Config::default().labels(ROLLOUT_LABEL),
+            )
+            .modify(slim_replica_set),
         )),
         rs_signal,
     )
     .default_backoff()
     .touched_objects();
-    let run_api: Api<AnalysisRun> = Api::all(client.clone());
     let (run_reader, run_writer) = reflector::store();
     let (run_signal, runs_ready) = cache_ready();
     let run_index = OwnerIndex::default();
     let run_stream = signal_when_listed(
         run_index.track(reflector::reflector(
             run_writer,
-            watcher(run_api, watcher::Config::default().labels(ROLLOUT_LABEL))
-                .modify(|run: &mut AnalysisRun| run.managed_fields_mut().clear()),
+            without_managed_fields::watch_all::<AnalysisRun>(
+                client.clone(),
+                &(),
+                watcher::Config::default().labels(ROLLOUT_LABEL),
+            ),
         )),
         run_signal,
     )
@@ -190,7 +196,6 @@ async fn reconcile(obj: Arc<RolloutObject>, ctx: Arc<Context>) -> Result<Requeue
     }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
     let key = rollout_key(&ns, &name);
     let newest = ctx.caches.newest();
     // The watch cache may lag our own last status write; planning from a stale status would record
@@ -250,8 +255,12 @@ async fn reconcile(obj: Arc<RolloutObject>, ctx: Arc<Context>) -> Result<Requeue
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match api.replace_status(&name, &pp, &next).await {
-            Ok(written) => newest.wrote(key, ro.metadata.resource_version.as_deref(), written),
+        let api: Api<WithoutManagedFields<Rollout>> = Api::namespaced(ctx.client.clone(), &ns);
+        match api
+            .replace_status(&name, &pp, &WithoutManagedFields(next))
+            .await
+        {
+            Ok(written) => newest.wrote(key, ro.metadata.resource_version.as_deref(), written.0),
             // Someone (a person promoting, the plugin) changed the Rollout since we read it: plan again,
             // from a fresh read.
             Err(kube::Error::Api(s)) if s.code == 409 => {

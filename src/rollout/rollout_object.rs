@@ -19,7 +19,8 @@ use crate::api::rollout::{Rollout, RolloutPhase, RolloutSpec, RolloutStatus};
 /// A stored Rollout: typed metadata, and the spec and status as the API served them.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct RolloutObject {
-    /// The object's metadata.
+    /// The object's metadata, but for its managed fields.
+    #[serde(deserialize_with = "crate::without_managed_fields::metadata")]
     pub metadata: ObjectMeta,
     /// `spec`, or `Null` when absent or dropped by [`RolloutObject::slim`].
     #[serde(default, skip_serializing_if = "Value::is_null")]

@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::api::rollout::Rollout;
 use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
 use crate::traffic::{RouteObject, TrafficError};
+use crate::without_managed_fields;
 
 /// Which object: its resource (plural and group), namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -252,15 +253,11 @@ impl WatchCaches {
     /// NotFound), as without a cache.
     pub fn start(client: &Client, route_kinds: &[ApiResource]) -> (WatchCaches, Vec<Driver>) {
         let mut drivers = Vec::new();
-        let (services, driver) = watch(Api::<Service>::all(client.clone()), (), slim_service);
+        let (services, driver) = watch::<Service, _>(client, (), slim_service);
         drivers.push(driver);
         let mut routes = HashMap::new();
         for ar in route_kinds {
-            let (cache, driver) = watch(
-                Api::<CachedRoute>::all_with(client.clone(), ar),
-                ar.clone(),
-                CachedRoute::slim,
-            );
+            let (cache, driver) = watch::<CachedRoute, _>(client, ar.clone(), CachedRoute::slim);
             drivers.push(driver);
             routes.insert(resource_key(ar), (ar.clone(), cache));
         }
@@ -358,23 +355,19 @@ impl WatchCaches {
     }
 }
 
-fn watch<K, F>(api: Api<K>, dt: K::DynamicType, slim: F) -> (Cache<K>, Driver)
+fn watch<K, F>(client: &Client, dt: K::DynamicType, slim: F) -> (Cache<K>, Driver)
 where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     F: FnMut(&mut K) + Send + 'static,
 {
+    let objects =
+        without_managed_fields::watch_all(client.clone(), &dt, watcher::Config::default());
     let writer = reflector::store::Writer::new(dt);
     let store = writer.as_reader();
     let (signal, ready) = cache_ready();
-    let stream = signal_when_listed(
-        reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default()).modify(slim),
-        ),
-        signal,
-    )
-    .default_backoff();
+    let stream = signal_when_listed(reflector::reflector(writer, objects.modify(slim)), signal)
+        .default_backoff();
     let driver = Box::pin(stream.for_each(|_| futures::future::ready(())));
     (Cache { store, ready }, driver)
 }
@@ -415,6 +408,7 @@ fn slim_service(svc: &mut Service) {
 /// as generic content, then decoded again), on every watch event of every route.
 #[derive(Clone, Debug, Deserialize)]
 struct CachedRoute {
+    #[serde(deserialize_with = "without_managed_fields::metadata")]
     metadata: ObjectMeta,
     #[serde(default, deserialize_with = "json_text")]
     spec: Option<String>,
