@@ -1445,12 +1445,7 @@ async fn reaction(samples: usize) -> Reactions {
             .map(|(_, s)| s.since)
             .max()
             .expect("route times");
-        let failed = failed_at
-            .lock()
-            .expect("failed")
-            .get(&name)
-            .copied()
-            .expect("a failed measurement was committed");
+        let failed = followed(&failed_at, &name, "a failed measurement was committed").await;
         out.reaction.push(last.saturating_duration_since(failed));
     }
     weir.stop().await;
@@ -1475,7 +1470,8 @@ async fn reaction(samples: usize) -> Reactions {
         .expect("floor write seen")
         .expect("route watch")["floor"]
             .since;
-        let at = committed.lock().expect("commits")[&("floor".to_string(), canary)];
+        let key = ("floor".to_string(), canary);
+        let at = followed(&committed, &key, "the floor's route write was committed").await;
         out.floor.push(seen.saturating_duration_since(at));
         // The next write must be a change.
         committed
@@ -1485,6 +1481,25 @@ async fn reaction(samples: usize) -> Reactions {
     }
     cluster.stop();
     out
+}
+
+/// When the in-process follower saw `key` committed. A client over HTTP can hear of a write
+/// before the follower task has run, so this waits for it.
+async fn followed<K: std::hash::Hash + Eq>(
+    seen: &Mutex<HashMap<K, Instant>>,
+    key: &K,
+    what: &str,
+) -> Instant {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(at) = seen.lock().expect("followed").get(key).copied() {
+                break at;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"))
 }
 
 // ---------------------------------------------------------------------------------------------
