@@ -49,7 +49,7 @@ where
 pub fn metadata<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     d.deserialize_map(Skipping {
         seed: PhantomData::<ObjectMeta>,
-        skip: "managedFields",
+        skip: Some("managedFields"),
         within: None,
     })
 }
@@ -58,7 +58,7 @@ impl<'de, K: Deserialize<'de>> Deserialize<'de> for WithoutManagedFields<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(Skipping {
             seed: PhantomData::<K>,
-            skip: "",
+            skip: None,
             within: Some("metadata"),
         })
         .map(WithoutManagedFields)
@@ -98,7 +98,7 @@ impl<K: Resource> Resource for WithoutManagedFields<K> {
 /// entry named `within` (if any) the same way with `managedFields` left out.
 struct Skipping<S> {
     seed: S,
-    skip: &'static str,
+    skip: Option<&'static str>,
     within: Option<&'static str>,
 }
 
@@ -143,7 +143,7 @@ impl<'de, A: MapAccess<'de>> Deserializer<'de> for EntriesDeserializer<A> {
 /// The entries of an object, as [`Skipping`] passes them on.
 struct Entries<A> {
     map: A,
-    skip: &'static str,
+    skip: Option<&'static str>,
     within: Option<&'static str>,
     /// Whether the entry whose key was just read is `within`.
     nested: bool,
@@ -164,7 +164,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Entries<A> {
                 Key::Borrowed(s) => s,
                 Key::Owned(s) => s.as_str(),
             };
-            if name == self.skip {
+            if self.skip == Some(name) {
                 self.map.next_value::<IgnoredAny>()?;
                 continue;
             }
@@ -231,7 +231,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nested<S> {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
         d.deserialize_map(Skipping {
             seed: self.0,
-            skip: "managedFields",
+            skip: Some("managedFields"),
             within: None,
         })
     }

@@ -177,7 +177,6 @@ fn rollout_key(ns: &str, name: &str) -> ObjectKey {
 
 /// What the controller reads of a ReplicaSet: not its pod template, which is most of it.
 fn slim_replica_set(rs: &mut ReplicaSet) {
-    rs.metadata.managed_fields = None;
     if let Some(spec) = rs.spec.as_mut() {
         spec.template = None;
     }

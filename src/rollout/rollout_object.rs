@@ -52,7 +52,6 @@ impl RolloutObject {
     /// middle of a release, or whose spec just changed to start one, is reconciled on every step
     /// and is kept whole, so those reconciles plan from the cache.
     pub fn slim(&mut self) {
-        self.metadata.managed_fields = None;
         let healthy = self.status.get("phase").and_then(Value::as_str)
             == Some(RolloutPhase::Healthy.as_str());
         let observed = self

@@ -376,7 +376,6 @@ where
 /// Services each field dropped here is memory the controller does not hold.
 fn slim_service(svc: &mut Service) {
     let meta = &mut svc.metadata;
-    meta.managed_fields = None;
     meta.annotations = None;
     meta.labels = None;
     meta.owner_references = None;
@@ -408,7 +407,6 @@ fn slim_service(svc: &mut Service) {
 /// as generic content, then decoded again), on every watch event of every route.
 #[derive(Clone, Debug, Deserialize)]
 struct CachedRoute {
-    #[serde(deserialize_with = "without_managed_fields::metadata")]
     metadata: ObjectMeta,
     #[serde(default, deserialize_with = "json_text")]
     spec: Option<String>,
@@ -421,7 +419,6 @@ fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
 impl CachedRoute {
     fn slim(&mut self) {
         let meta = &mut self.metadata;
-        meta.managed_fields = None;
         meta.labels = None;
         meta.uid = None;
         meta.creation_timestamp = None;
