@@ -433,6 +433,17 @@ async fn load_apps(client: &kube::Client, n: usize, steps: &Value) {
 // Following the store in-process: the moment the emulator commits a change, not when a client
 // hears of it.
 
+/// An object's (namespace, name).
+fn object_key(o: &Value) -> (String, String) {
+    let at = |field: &str| {
+        o["metadata"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (at("namespace"), at("name"))
+}
+
 /// What [`follow`] reports.
 enum Change<'a> {
     /// The follower fell further behind than the store's history reaches: what it knew is void,
@@ -522,18 +533,7 @@ impl Tracker {
         follow(store, group, version, plural, move |change| {
             let mut t = shared.lock().expect("tracker");
             let t = &mut *t;
-            let key = |o: &Value| {
-                (
-                    o["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    o["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            };
+            let key = object_key;
             match change {
                 Change::Reset => {
                     t.dirty.extend(t.objects.drain().map(|(k, _)| k));
@@ -1057,27 +1057,10 @@ fn undo_floor(store: &Store, before: &BeforeFloor) {
         subresource: Some("status".into()),
         ..WriteContext::internal("bench")
     };
-    let str_at = |o: &Value, p: &str| {
-        o.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
     for (rt, items) in &before.0 {
-        let kept: HashSet<(String, String)> = items
-            .iter()
-            .map(|o| {
-                (
-                    str_at(o, "/metadata/namespace"),
-                    str_at(o, "/metadata/name"),
-                )
-            })
-            .collect();
+        let kept: HashSet<(String, String)> = items.iter().map(|o| object_key(o)).collect();
         for now in store.list(rt, &ListOptions::default()).expect("list").items {
-            let key = (
-                str_at(&now, "/metadata/namespace"),
-                str_at(&now, "/metadata/name"),
-            );
+            let key = object_key(&now);
             if !kept.contains(&key) {
                 store
                     .delete(rt, &key.0, &key.1, &DeleteOptions::default(), &ctx)
@@ -1085,10 +1068,7 @@ fn undo_floor(store: &Store, before: &BeforeFloor) {
             }
         }
         for was in items {
-            let (ns, name) = (
-                str_at(was, "/metadata/namespace"),
-                str_at(was, "/metadata/name"),
-            );
+            let (ns, name) = object_key(was);
             let restore = |field: &str, ctx: &WriteContext| {
                 store
                     .modify(rt, &ns, &name, ctx, false, |cur| {
