@@ -851,6 +851,7 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         let image = format!("app:{}", run + 2);
         cluster.reset_stats();
         let cpu_before = w.cpu();
+        let reconciles_before = w.rollout_reconciles().await;
         let emulator_cpu_before = process_cpu("self");
         let started = Instant::now();
         release(&cluster.client, n, &image).await;
@@ -868,13 +869,17 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         out.writes.push(kinds.values().sum());
         out.requests.push(weir_requests(&stats));
         eprintln!(
-            "stepping run {run}: {:.2?}, weir CPU {:.2?}, emulator and bench CPU {:.2?}, {} objects in the store, {} watches; weir's requests: {:?}",
+            "stepping run {run}: {:.2?}, weir CPU {:.2?}, emulator and bench CPU {:.2?}, {} objects in the store, {} watches, {} Rollout reconciles; weir's requests: {:?}; watch events sent: {}",
             out.total[run],
             out.cpu[run],
             process_cpu("self").saturating_sub(emulator_cpu_before),
             cluster.store().object_count(),
             stats["activeWatches"],
-            weir_requests_by(&stats)
+            w.rollout_reconciles()
+                .await
+                .saturating_sub(reconciles_before),
+            weir_requests_by(&stats),
+            stats["watchEvents"]
         );
         w.stop().await;
         let emulator_cpu_before = process_cpu("self");

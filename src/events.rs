@@ -6,9 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
-use kube::api::{Api, PostParams};
-
-use crate::without_managed_fields::WithoutManagedFields;
+use kube::api::PostParams;
 
 /// Who records: the field manager (also the Event's source component) and the reporting
 /// controller.
@@ -64,13 +62,18 @@ pub async fn record(
         reporting_instance: Some("weir".into()),
         ..Default::default()
     };
-    // The answer is not read: decoding its managed fields would be the most of the call's work.
-    let api: Api<WithoutManagedFields<Event>> = Api::namespaced(client.clone(), &ns);
+    // The answer is not decoded: an Event is written once and never read back, and decoding it
+    // (managed fields and all) was most of the call's work.
+    let url = <Event as kube::Resource>::url_path(&(), Some(&ns));
     let pp = PostParams {
         field_manager: Some(reporter.field_manager.into()),
         ..Default::default()
     };
-    match api.create(&pp, &WithoutManagedFields(ev)).await {
+    let body = serde_json::to_vec(&ev).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(url)
+        .create(&pp, body)
+        .map_err(kube::Error::BuildRequest)?;
+    match client.request_text(request).await {
         Ok(_) => Ok(()),
         // Only AlreadyExists means an Event of this name is there. Any other 409 (a Conflict)
         // recorded nothing; taking it for success would lose the Event for good, because the

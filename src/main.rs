@@ -343,10 +343,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    // The Rollout controller and the revert writer read every Rollout: one watch serves both.
+    let mut rollouts = weir::rollout::shared_watch::SharedRolloutWatch::new(client.clone());
+    let (for_rollouts, for_gitsync) = (rollouts.subscribe(), rollouts.subscribe());
     tokio::select! {
-        _ = weir::rollout::controller::run(client.clone()) => {}
+        _ = rollouts.run() => {}
+        _ = weir::rollout::controller::run_with(client.clone(), for_rollouts) => {}
         _ = weir::analysis::controller::run(client.clone()) => {}
-        _ = weir::gitsync::controller::run(client.clone(), gitsync) => {}
+        _ = weir::gitsync::controller::run_with(client.clone(), gitsync, for_gitsync) => {}
         _ = weir::notify::controller::run_with(client, notify) => {}
         e = lost => {
             // Two replicas must never act at once: stop now, and come back as a follower.

@@ -97,49 +97,67 @@ struct Seen {
 /// Follows the store's change logs of Rollouts, HTTPRoutes and Events in-process, unaffected by the
 /// injected faults and the dropped watches.
 struct Observer {
-    log: Arc<Mutex<Vec<Seen>>>,
+    store: Arc<Store>,
+    log: Arc<Mutex<ObserverLog>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the observer saw, and where it is in each kind's log.
+#[derive(Default)]
+struct ObserverLog {
+    seen: Vec<Seen>,
+    cursors: [u64; 3],
+}
+
+const OBSERVED: [(&str, &str, &str); 3] = [
+    ("Rollout", "weir.io", "rollouts"),
+    ("HTTPRoute", "gateway.networking.k8s.io", "httproutes"),
+    ("Event", "", "events"),
+];
+
+impl ObserverLog {
+    /// Takes in every change committed since the last pull.
+    fn pull(&mut self, store: &Store) {
+        for (i, (kind, group, plural)) in OBSERVED.iter().enumerate() {
+            let events = store
+                .events_since(&key(group, plural), self.cursors[i], usize::MAX)
+                .unwrap_or_else(|e| panic!("the observer fell behind the {kind} log: {e:?}"));
+            for e in events {
+                self.cursors[i] = e.rv;
+                self.seen.push(Seen {
+                    rv: e.rv,
+                    kind,
+                    object: Arc::clone(&e.object),
+                });
+            }
+        }
+    }
 }
 
 impl Observer {
     fn start(store: Arc<Store>) -> Observer {
-        let keys: [(&'static str, ResourceKey); 3] = [
-            ("Rollout", key("weir.io", "rollouts")),
-            ("HTTPRoute", key("gateway.networking.k8s.io", "httproutes")),
-            ("Event", key("", "events")),
-        ];
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
+        let log = Arc::new(Mutex::new(ObserverLog::default()));
+        let (sink, source) = (Arc::clone(&log), Arc::clone(&store));
         let task = tokio::spawn(async move {
-            let mut receivers: Vec<_> = keys.iter().map(|(_, k)| store.subscribe(k)).collect();
-            let mut cursors = [0u64; 3];
+            let mut receivers: Vec<_> = OBSERVED
+                .iter()
+                .map(|(_, group, plural)| source.subscribe(&key(group, plural)))
+                .collect();
             loop {
-                for (i, (kind, k)) in keys.iter().enumerate() {
-                    let events = store
-                        .events_since(k, cursors[i], usize::MAX)
-                        .unwrap_or_else(|e| {
-                            panic!("the observer fell behind the {kind} log: {e:?}")
-                        });
-                    let mut out = sink.lock().unwrap();
-                    for e in events {
-                        cursors[i] = e.rv;
-                        out.push(Seen {
-                            rv: e.rv,
-                            kind,
-                            object: Arc::clone(&e.object),
-                        });
-                    }
-                }
+                sink.lock().unwrap().pull(&source);
                 let changed = receivers.iter_mut().map(|r| Box::pin(r.changed()));
                 let _ = futures::future::select_all(changed).await;
             }
         });
-        Observer { log, task }
+        Observer { store, log, task }
     }
 
-    /// Everything seen so far, in resourceVersion order.
+    /// Everything committed so far, in resourceVersion order: the task may not have woken for the
+    /// newest changes yet, so they are pulled here.
     fn snapshot(&self) -> Vec<Seen> {
-        let mut all = self.log.lock().unwrap().clone();
+        let mut log = self.log.lock().unwrap();
+        log.pull(&self.store);
+        let mut all = log.seen.clone();
         all.sort_by_key(|s| s.rv);
         all
     }

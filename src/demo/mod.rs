@@ -269,10 +269,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         cache_dir: workdir.join("cache"),
         kustomize: weir::gitsync::render::KustomizeCommand::default(),
     };
+    let mut rollouts = weir::rollout::shared_watch::SharedRolloutWatch::new(client.clone());
+    let (for_rollouts, for_gitsync) = (rollouts.subscribe(), rollouts.subscribe());
     let controllers = [
-        tokio::spawn(weir::rollout::controller::run(client.clone())),
+        tokio::spawn(rollouts.run()),
+        tokio::spawn(weir::rollout::controller::run_with(
+            client.clone(),
+            for_rollouts,
+        )),
         tokio::spawn(weir::analysis::controller::run(client.clone())),
-        tokio::spawn(weir::gitsync::controller::run(client.clone(), settings)),
+        tokio::spawn(weir::gitsync::controller::run_with(
+            client.clone(),
+            settings,
+            for_gitsync,
+        )),
         tokio::spawn(weir::notify::controller::run_with(
             client.clone(),
             weir::notify::controller::NotifyConfig {

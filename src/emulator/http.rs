@@ -34,6 +34,8 @@ pub struct Stats {
     writes_by_manager: Mutex<BTreeMap<String, u64>>,
     by_resource: Mutex<BTreeMap<ResourceRequest, u64>>,
     active_watches: AtomicU64,
+    /// Watch events sent, by resource (`replicasets.apps`): what watching costs the server.
+    watch_events: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
 
 /// What one request asked for, in RBAC's terms, and who asked: lets a test check a client's requests
@@ -64,6 +66,12 @@ impl Stats {
         }
     }
 
+    /// The counter of watch events sent for `resource`.
+    fn watch_events_of(&self, resource: &str) -> Arc<AtomicU64> {
+        let mut all = self.watch_events.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(resource.to_owned()).or_default().clone()
+    }
+
     fn snapshot(&self, store: &Store) -> Value {
         let verbs = self.by_verb.lock().map(|m| m.clone()).unwrap_or_default();
         let writes: u64 = ["create", "update", "patch", "delete", "deletecollection"]
@@ -81,6 +89,9 @@ impl Stats {
                 })).collect::<Vec<_>>()
             }).unwrap_or_default(),
             "activeWatches": self.active_watches.load(Ordering::Relaxed),
+            "watchEvents": self.watch_events.lock().map(|m| {
+                m.iter().map(|(r, n)| (r.clone(), n.load(Ordering::Relaxed))).collect::<BTreeMap<_, _>>()
+            }).unwrap_or_default(),
             "objects": store.object_count(),
             "resourceVersion": store.current_rv().to_string(),
         })
@@ -96,6 +107,9 @@ impl Stats {
         }
         if let Ok(mut m) = self.by_resource.lock() {
             m.clear();
+        }
+        if let Ok(m) = self.watch_events.lock() {
+            m.values().for_each(|n| n.store(0, Ordering::Relaxed));
         }
     }
 }
@@ -1055,7 +1069,11 @@ fn watch_stream(
     drop_rx.mark_unchanged();
     tokio::spawn(async move {
         app.stats.active_watches.fetch_add(1, Ordering::Relaxed);
+        let sent = app
+            .stats
+            .watch_events_of(&format!("{}.{}", rt.plural, rt.group));
         let run = WatchRun {
+            sent: &sent,
             app: &app,
             rt: &rt,
             ns: ns.as_deref(),
@@ -1086,6 +1104,7 @@ fn watch_stream(
 }
 
 struct WatchRun<'a, F> {
+    sent: &'a AtomicU64,
     app: &'a App,
     rt: &'a ResourceType,
     ns: Option<&'a str>,
@@ -1112,6 +1131,7 @@ impl<F: Fn(&Value) -> bool> WatchRun<'_, F> {
     }
 
     async fn send(&self, b: Bytes) -> bool {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         self.tx.send(b).await.is_ok()
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,8 +24,10 @@ use crate::api::conditions::{self, reasons, types};
 use crate::api::gitsync::{
     GitSync, GitSyncStatus, HISTORY_LIMIT, InventoryEntry, SyncHistoryEntry, SyncResult,
 };
-use crate::api::rollout::Rollout;
+use crate::api::rollout::{Rollout, RolloutSpec, RolloutStrategy};
 use crate::cache_ready::{CacheReady, cache_ready, signal_when_listed};
+use crate::rollout::rollout_object::RolloutObject;
+use crate::rollout::shared_watch::{self, RolloutEvents};
 
 use super::apply::{Applier, rollout_owned, stale};
 use super::git::{Git, GitAuth, GitCli, GitError, GitRefSpec, validate_url};
@@ -107,26 +109,27 @@ struct Context {
 /// GitSyncs synced at once; each applies up to 16 objects at a time.
 pub const RECONCILE_CONCURRENCY: u16 = 8;
 
-/// Runs the GitSync controller (with the revert writer) until the API goes away for good.
+/// Runs the GitSync controller (with the revert writer), with a Rollout watch of its own, until the
+/// API goes away for good.
 pub async fn run(client: Client, settings: Settings) {
+    let (rollouts, watch) = shared_watch::watch_alone(client.clone());
+    futures::future::select(
+        Box::pin(run_with(client, settings, rollouts)),
+        Box::pin(watch),
+    )
+    .await;
+}
+
+/// Runs the GitSync controller (with the revert writer) on `rollouts`, the events of a Rollout watch
+/// it may share.
+pub async fn run_with(client: Client, settings: Settings, rollouts: RolloutEvents) {
     let git: Arc<dyn Git> = Arc::new(GitCli::new(settings.cache_dir.clone()));
     let (reader, writer) = reflector::store();
     let (signal, rollouts_ready) = cache_ready();
     let rollouts = signal_when_listed(
-        reflector::reflector(
-            writer,
-            // The revert writer reads status and annotations, the applier the strategy: the pod
-            // template is most of a Rollout and neither needs it.
-            crate::without_managed_fields::watch_all::<Rollout>(
-                client.clone(),
-                &(),
-                watcher::Config::default(),
-            )
-            .modify(|ro: &mut Rollout| ro.spec.template = Default::default()),
-        ),
+        reflector::reflector(writer, rollouts.map_ok(for_revert_writer)),
         signal,
     )
-    .default_backoff()
     .touched_objects();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -161,6 +164,43 @@ pub async fn run(client: Client, settings: Settings) {
             }
         })
         .await;
+}
+
+/// What the revert writer and the applier keep of a watched Rollout: all of it but the pod
+/// template, which is most of it and which neither reads. A Rollout this version cannot decode (the
+/// Rollout controller marks it InvalidSpec) is kept by name only: a canary of no Services and no
+/// status, which owns nothing and has nothing to revert.
+fn for_revert_writer(event: watcher::Event<RolloutObject>) -> watcher::Event<Rollout> {
+    let decode = |ro: RolloutObject| match ro.decode() {
+        Ok(mut decoded) => {
+            decoded.spec.template = Default::default();
+            decoded
+        }
+        Err(e) => {
+            tracing::debug!(rollout = %ro.name_any(), error = %e, "Rollout kept by name only");
+            Rollout {
+                metadata: ro.metadata,
+                spec: RolloutSpec {
+                    replicas: None,
+                    selector: Default::default(),
+                    template: Default::default(),
+                    revision_history_limit: None,
+                    progress_deadline_seconds: None,
+                    paused: false,
+                    strategy: RolloutStrategy::Canary(Default::default()),
+                    alerts: Vec::new(),
+                },
+                status: None,
+            }
+        }
+    };
+    match event {
+        watcher::Event::Apply(ro) => watcher::Event::Apply(decode(ro)),
+        watcher::Event::Delete(ro) => watcher::Event::Delete(decode(ro)),
+        watcher::Event::InitApply(ro) => watcher::Event::InitApply(decode(ro)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 /// First retry after a failed reconcile; each further failure doubles it, up to [`MAX_RETRY`].

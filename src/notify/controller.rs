@@ -179,6 +179,8 @@ impl Shared {
 pub async fn run_with(client: Client, config: NotifyConfig) {
     let (reader, writer) = reflector::store();
     let (signal, providers_ready) = cache_ready();
+    let (any_tx, mut any_provider) = tokio::sync::watch::channel(false);
+    let counted = reader.clone();
     let providers = signal_when_listed(
         reflector::reflector(
             writer,
@@ -190,8 +192,12 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
         signal,
     )
     .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
+    .for_each(move |_| {
+        // The reflector has applied the event by now, so the store says whether any are left.
+        let any = !counted.is_empty();
+        any_tx.send_if_modified(|was| std::mem::replace(was, any) != any);
+        async {}
+    });
     let _providers = AbortOnDrop(tokio::spawn(providers).abort_handle());
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -211,24 +217,40 @@ pub async fn run_with(client: Client, config: NotifyConfig) {
         return;
     }
     resume(&shared, &delivery).await;
-    // The API server filters, so a busy cluster's other Events never reach weir.
-    crate::without_managed_fields::watch_all::<CoreEvent>(
-        client,
-        &(),
-        watcher::Config::default().fields("involvedObject.kind=Rollout"),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(|ev| {
-        let (shared, delivery) = (shared.clone(), delivery.clone());
-        async move {
-            match ev {
-                Ok(ev) => handle(&shared, &delivery, &ev).await,
-                Err(e) => tracing::debug!(error = %e, "event watch failed; retrying"),
+    // Events are watched only while some AlertProvider exists: without one no Event alerts anybody,
+    // and a busy cluster's Rollouts record a few per step. Starting the watch lists every Rollout
+    // Event, so one recorded while no provider was known is still seen; `handle` skips those
+    // older than the provider, as it does after a restart.
+    loop {
+        if any_provider.wait_for(|any| *any).await.is_err() {
+            return;
+        }
+        // The API server filters, so a busy cluster's other Events never reach weir.
+        let events = crate::without_managed_fields::watch_all::<CoreEvent>(
+            client.clone(),
+            &(),
+            watcher::Config::default().fields("involvedObject.kind=Rollout"),
+        )
+        .default_backoff()
+        .applied_objects()
+        .for_each(|ev| {
+            let (shared, delivery) = (shared.clone(), delivery.clone());
+            async move {
+                match ev {
+                    Ok(ev) => handle(&shared, &delivery, &ev).await,
+                    Err(e) => tracing::debug!(error = %e, "event watch failed; retrying"),
+                }
+            }
+        });
+        tokio::select! {
+            () = events => return,
+            none = any_provider.wait_for(|any| !*any) => {
+                if none.is_err() {
+                    return;
+                }
             }
         }
-    })
-    .await;
+    }
 }
 
 fn event_time(ev: &CoreEvent) -> Option<Timestamp> {

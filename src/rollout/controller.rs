@@ -31,6 +31,7 @@ use super::hash::POD_TEMPLATE_HASH_LABEL;
 use super::plan::{self, Action, Observed, ServiceState, TrafficState, Transition};
 use super::replica_sets::{self, ROLLOUT_LABEL, SCALE_DOWN_AT_ANNOTATION};
 use super::rollout_object::RolloutObject;
+use super::shared_watch::{self, RolloutEvents};
 use super::watch_caches::{CachedCopy, ObjectKey, WatchCaches};
 
 /// Label naming which analysis of a Rollout a run is (`step2`, `background`, ...).
@@ -83,8 +84,14 @@ pub struct Context {
     clock: Box<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
-/// Runs the Rollout controller until the stream ends (it does not, unless the API goes away for good).
+/// Runs the Rollout controller, with a Rollout watch of its own, until the API goes away for good.
 pub async fn run(client: Client) {
+    let (rollouts, watch) = shared_watch::watch_alone(client.clone());
+    futures::future::select(Box::pin(run_with(client, rollouts)), Box::pin(watch)).await;
+}
+
+/// Runs the Rollout controller on `rollouts`, the events of a Rollout watch it may share.
+pub async fn run_with(client: Client, rollouts: RolloutEvents) {
     let (reader, writer) = reflector::store();
     let (rs_signal, rs_ready) = cache_ready();
     let rs_index = OwnerIndex::default();
@@ -130,25 +137,20 @@ pub async fn run(client: Client) {
         caches,
         clock: Box::new(jiff::Timestamp::now),
     });
-    let rollouts: Api<RolloutObject> = Api::all(client);
     let (ro_reader, ro_writer) = reflector::store();
     // Deletions are picked off the same watch (the Controller never reconciles an object that is
     // gone) to drop the deleted Rollout's metric series.
-    let rollout_stream = reflector::reflector(
-        ro_writer,
-        watcher(rollouts, watcher::Config::default()).modify(RolloutObject::slim),
-    )
-    .inspect(|event| {
-        if let Ok(watcher::Event::Delete(ro)) = event {
-            crate::telemetry::global().rollout(
-                &ro.namespace().unwrap_or_default(),
-                &ro.name_any(),
-                None,
-            );
-        }
-    })
-    .default_backoff()
-    .applied_objects();
+    let rollout_stream = reflector::reflector(ro_writer, rollouts.modify(RolloutObject::slim))
+        .inspect(|event| {
+            if let Ok(watcher::Event::Delete(ro)) = event {
+                crate::telemetry::global().rollout(
+                    &ro.namespace().unwrap_or_default(),
+                    &ro.name_any(),
+                    None,
+                );
+            }
+        })
+        .applied_objects();
     let controller = Controller::for_stream(rollout_stream, ro_reader)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_stream_with(rs_stream, ())

@@ -9,6 +9,7 @@ pub mod hash;
 pub mod plan;
 pub mod replica_sets;
 pub mod rollout_object;
+pub mod shared_watch;
 pub mod watch_caches;
 
 pub use hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash};
