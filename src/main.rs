@@ -1,6 +1,10 @@
 #![forbid(unsafe_code)]
 //! The `weir` binary: the controller, the embedded Kubernetes API emulator, and CRD output.
 
+/// mimalloc: glibc's malloc and free were a fifth of weir's CPU while 1,000 canaries stepped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -271,6 +271,16 @@ async fn a_failed_release_is_reverted_in_git_once_even_when_the_controller_dies_
     })
     .await;
 
+    // The rollback alert is delivered and recorded first: a kill between the receiver's 2xx and
+    // that record is the one documented window in which an alert is sent twice.
+    wait_for("the rollback alert recorded as sent", WAIT, || async {
+        let p = providers.get("team").await.ok()?;
+        let sent = p.data["status"]["sentAlerts"].as_array()?.clone();
+        sent.iter()
+            .any(|a| a["event"] == "RolledBack")
+            .then_some(())
+    })
+    .await;
     // Killed between abort and push; the push it had in flight fails.
     weir.kill().await.unwrap();
     world.remote.hold_pushes(false);

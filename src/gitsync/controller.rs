@@ -872,6 +872,78 @@ mod tests {
     use super::*;
     use crate::api::gitsync::GitSyncSpec;
 
+    fn watched(body: serde_json::Value) -> RolloutObject {
+        let mut v = serde_json::json!({
+            "apiVersion": "weir.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "apps", "annotations": {ANNOTATION_GITSYNC: "apps/site"}},
+        });
+        if let (Some(obj), serde_json::Value::Object(body)) = (v.as_object_mut(), body) {
+            obj.extend(body);
+        }
+        serde_json::from_value(v).expect("a watched Rollout")
+    }
+
+    #[test]
+    fn the_revert_writer_keeps_a_rollout_without_its_template() {
+        let ro = watched(serde_json::json!({
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "app:2"}]}},
+                "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary"}}},
+            "status": {"abort": true, "currentPodHash": "abc"},
+        }));
+        let watcher::Event::Apply(kept) = for_revert_writer(watcher::Event::Apply(ro)) else {
+            panic!("an Apply stays an Apply");
+        };
+        assert_eq!(
+            kept.spec.template,
+            Default::default(),
+            "the pod template is dropped"
+        );
+        assert_eq!(
+            kept.annotations()
+                .get(ANNOTATION_GITSYNC)
+                .map(String::as_str),
+            Some("apps/site")
+        );
+        assert!(
+            kept.status.as_ref().is_some_and(|s| s.abort),
+            "the status the revert reads stays"
+        );
+        let owned = rollout_owned([&kept]);
+        assert!(
+            owned
+                .services
+                .contains(&("apps".to_string(), "web-stable".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_rollout_that_does_not_decode_is_kept_by_name_owning_nothing() {
+        // `steps` must be a list: the Rollout controller marks this one InvalidSpec.
+        let ro = watched(serde_json::json!({
+            "spec": {"strategy": {"canary": {"stableService": "web-stable", "steps": "all of them"}}},
+            "status": {"abort": true, "currentPodHash": "abc"},
+        }));
+        for event in [
+            watcher::Event::Apply(ro.clone()),
+            watcher::Event::InitApply(ro.clone()),
+            watcher::Event::Delete(ro),
+        ] {
+            let (watcher::Event::Apply(kept)
+            | watcher::Event::InitApply(kept)
+            | watcher::Event::Delete(kept)) = for_revert_writer(event)
+            else {
+                panic!("an object event stays an object event");
+            };
+            assert_eq!(kept.name_any(), "web");
+            assert_eq!(kept.namespace().as_deref(), Some("apps"));
+            assert!(kept.status.is_none(), "nothing to revert");
+            assert!(revert::next_step(&kept).is_none());
+            let owned = rollout_owned([&kept]);
+            assert!(owned.services.is_empty() && owned.http_routes.is_empty());
+        }
+    }
+
     fn gitsync(annotations: &[(&str, &str)], status: GitSyncStatus) -> GitSync {
         let mut gs = GitSync::new(
             "apps",
