@@ -795,6 +795,15 @@ struct SteppingRuns {
     total: Vec<Duration>,
     floor: Vec<Duration>,
     cpu: Vec<Duration>,
+    /// The emulator's and the bench's CPU while weir's run was timed.
+    emulator_cpu: Vec<Duration>,
+    /// The emulator's and the bare client's CPU while the floor was timed.
+    floor_cpu: Vec<Duration>,
+    /// Writes the emulator committed while weir's run was timed: weir's, the release's, and those
+    /// of the emulator's own ReplicaSet controller (pods and statuses).
+    committed: Vec<u64>,
+    /// Writes the emulator committed while the floor was timed.
+    floor_committed: Vec<u64>,
     writes: Vec<u64>,
     /// Every request weir made, reads included (the floor makes only the writes).
     requests: Vec<u64>,
@@ -813,6 +822,29 @@ impl SteppingRuns {
             secs(floor),
             median_u(&self.writes),
             total.as_secs_f64() / floor.as_secs_f64().max(1e-9)
+        );
+        let both: Vec<Duration> = self
+            .cpu
+            .iter()
+            .zip(&self.emulator_cpu)
+            .map(|(w, e)| *w + *e)
+            .collect();
+        let (both, floor_cpu) = (median_d(&both), median_d(&self.floor_cpu));
+        let _ = writeln!(
+            out,
+            "| Stepping: CPU of weir and the emulator (2 cores) while timed | {} (weir {}, emulator and bench {}) | {} (emulator and bare client) | {:.2}× | |",
+            secs(both),
+            secs(median_d(&self.cpu)),
+            secs(median_d(&self.emulator_cpu)),
+            secs(floor_cpu),
+            both.as_secs_f64() / floor_cpu.as_secs_f64().max(1e-9)
+        );
+        let (committed, floor_committed) =
+            (median_u(&self.committed), median_u(&self.floor_committed));
+        let _ = writeln!(
+            out,
+            "| Stepping: writes the emulator committed while timed (weir's, the release's, its ReplicaSet controller's) | {committed} | {floor_committed} | {:.2}× | |",
+            committed as f64 / (floor_committed as f64).max(1.0)
         );
         let _ = writeln!(
             out,
@@ -854,6 +886,7 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
         let reconciles_before = w.rollout_reconciles().await;
         let emulator_cpu_before = process_cpu("self");
         let started = Instant::now();
+        let rv_before = cluster.store().current_rv();
         release(&cluster.client, n, &image).await;
         tracker
             .wait_count(
@@ -864,15 +897,20 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
             .await;
         out.total.push(started.elapsed());
         out.cpu.push(w.cpu().saturating_sub(cpu_before));
+        out.emulator_cpu
+            .push(process_cpu("self").saturating_sub(emulator_cpu_before));
+        out.committed
+            .push(cluster.store().current_rv().saturating_sub(rv_before));
         let stats = cluster.stats();
         let kinds = weir_writes(&stats);
         out.writes.push(kinds.values().sum());
         out.requests.push(weir_requests(&stats));
         eprintln!(
-            "stepping run {run}: {:.2?}, weir CPU {:.2?}, emulator and bench CPU {:.2?}, {} objects in the store, {} watches, {} Rollout reconciles; weir's requests: {:?}; watch events sent: {}",
+            "stepping run {run}: {:.2?}, weir CPU {:.2?}, emulator and bench CPU {:.2?}, {} writes committed, {} objects in the store, {} watches, {} Rollout reconciles; weir's requests: {:?}; watch events sent: {}",
             out.total[run],
             out.cpu[run],
-            process_cpu("self").saturating_sub(emulator_cpu_before),
+            out.emulator_cpu[run],
+            out.committed[run],
             cluster.store().object_count(),
             stats["activeWatches"],
             w.rollout_reconciles()
@@ -882,13 +920,14 @@ async fn stepping(n: usize, runs: usize) -> SteppingRuns {
             stats["watchEvents"]
         );
         w.stop().await;
-        let emulator_cpu_before = process_cpu("self");
-        out.floor.push(replay_floor(&cluster, n, run, &kinds).await);
+        let floor = replay_floor(&cluster, n, run, &kinds).await;
         eprintln!(
-            "stepping run {run}: floor {:.2?}, emulator and bench CPU {:.2?}",
-            out.floor[run],
-            process_cpu("self").saturating_sub(emulator_cpu_before),
+            "stepping run {run}: floor {:.2?}, emulator and bench CPU {:.2?}, {} writes committed",
+            floor.time, floor.cpu, floor.committed
         );
+        out.floor.push(floor.time);
+        out.floor_cpu.push(floor.cpu);
+        out.floor_committed.push(floor.committed);
         expire_events(&cluster.client).await;
         out.kinds = kinds;
     }
@@ -933,7 +972,7 @@ async fn replay_floor(
     n: usize,
     run: usize,
     kinds: &BTreeMap<(String, String, String), u64>,
-) -> Duration {
+) -> FloorRun {
     let store = cluster.store();
     // Each Rollout's newest ReplicaSet, the one weir scaled most.
     let mut replica_sets: HashMap<String, Value> = HashMap::new();
@@ -977,6 +1016,8 @@ async fn replay_floor(
     let replica_sets = Arc::new(replica_sets);
     let ro_objects = Arc::new(ro_objects);
     let before = BeforeFloor::take(&store);
+    let cpu_before = process_cpu("self");
+    let rv_before = store.current_rv();
     let started = Instant::now();
     let tasks = (0..n).map(|i| {
         let client = cluster.client.clone();
@@ -1013,9 +1054,22 @@ async fn replay_floor(
         ))
         .for_each(|_| async {})
         .await;
-    let elapsed = started.elapsed();
+    let run = FloorRun {
+        time: started.elapsed(),
+        cpu: process_cpu("self").saturating_sub(cpu_before),
+        committed: store.current_rv().saturating_sub(rv_before),
+    };
     undo_floor(&store, &before);
-    elapsed
+    run
+}
+
+/// One timed floor replay.
+struct FloorRun {
+    time: Duration,
+    /// The emulator's and the bare client's CPU (this process) while timed.
+    cpu: Duration,
+    /// Writes the emulator committed while timed, its own ReplicaSet controller's included.
+    committed: u64,
 }
 
 /// Every object the floor writes, as it was before the floor: Services, HTTPRoutes, ReplicaSets

@@ -72,8 +72,17 @@ where
 /// `git daemon` serving `base` on loopback, push included.
 async fn git_daemon(base: &Path) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
-    let child = tokio::process::Command::new("git")
-        .arg("daemon")
+    // `git daemon` runs `git-daemon` as a child and waits: killing `git` would leave the daemon
+    // serving on after the demo. Started directly, it is the process the demo stops.
+    let exec_path = tokio::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .await
+        .context("running `git --exec-path` (install git: apt-get install -y git)")?;
+    anyhow::ensure!(exec_path.status.success(), "`git --exec-path` failed");
+    let program = std::path::PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim())
+        .join("git-daemon");
+    let child = tokio::process::Command::new(program)
         .arg("--reuseaddr")
         .arg(format!("--base-path={}", base.display()))
         .arg("--export-all")

@@ -153,8 +153,7 @@ impl Daemon {
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut child = tokio::process::Command::new("git")
-                .arg("daemon")
+            let mut child = tokio::process::Command::new(daemon_program())
                 .arg("--reuseaddr")
                 .arg(format!("--base-path={}", base.display()))
                 .arg("--export-all")
@@ -194,6 +193,17 @@ impl Daemon {
     pub fn url(&self, repo: &str) -> String {
         format!("git://127.0.0.1:{}/{repo}", self.port)
     }
+}
+
+/// The `git-daemon` program. `git daemon` runs it as a child and waits, so killing `git` left the
+/// daemon serving on after every test; started directly, it is the process killed on drop.
+fn daemon_program() -> PathBuf {
+    let out = std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("run `git --exec-path` (install git: apt-get install -y git)");
+    assert!(out.status.success(), "`git --exec-path` failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }
 
 #[derive(Clone)]
