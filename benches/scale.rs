@@ -974,8 +974,9 @@ async fn replay_floor(
     kinds: &BTreeMap<(String, String, String), u64>,
 ) -> FloorRun {
     let store = cluster.store();
-    // Each Rollout's newest ReplicaSet, the one weir scaled most.
+    // Each Rollout's newest ReplicaSet, the one weir scaled most, and the newest one weir scaled to 0.
     let mut replica_sets: HashMap<String, Value> = HashMap::new();
+    let mut scaled_down: HashMap<String, (String, String)> = HashMap::new();
     let rs_type = store
         .resource("apps", "v1", "replicasets")
         .expect("replicasets");
@@ -992,10 +993,24 @@ async fn replay_floor(
             old["metadata"]["creationTimestamp"].as_str()
                 <= rs["metadata"]["creationTimestamp"].as_str()
         });
+        let created = rs["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if rs["spec"]["replicas"] == 0
+            && scaled_down.get(&owner).is_none_or(|(at, _)| *at <= created)
+        {
+            let name = rs["metadata"]["name"].as_str().unwrap_or_default();
+            scaled_down.insert(owner.clone(), (created, name.to_string()));
+        }
         if newer {
             replica_sets.insert(owner, (*rs).clone());
         }
     }
+    let scaled_down: HashMap<String, String> = scaled_down
+        .into_iter()
+        .map(|(owner, (_, name))| (owner, name))
+        .collect();
     let ro_type = store
         .resource("weir.io", "v1alpha1", "rollouts")
         .expect("rollouts");
@@ -1013,16 +1028,18 @@ async fn replay_floor(
             (*ro).clone(),
         );
     }
-    let replica_sets = Arc::new(replica_sets);
-    let ro_objects = Arc::new(ro_objects);
+    let objects = Arc::new(FloorObjects {
+        replica_sets,
+        scaled_down,
+        rollouts: ro_objects,
+    });
     let before = BeforeFloor::take(&store);
     let cpu_before = process_cpu("self");
     let rv_before = store.current_rv();
     let started = Instant::now();
     let tasks = (0..n).map(|i| {
         let client = cluster.client.clone();
-        let replica_sets = replica_sets.clone();
-        let ro_objects = ro_objects.clone();
+        let objects = objects.clone();
         let mut writes: Vec<(String, String, String)> = Vec::new();
         for ((verb, group, res), count) in kinds {
             let share = count / n as u64 + u64::from((i as u64) < count % n as u64);
@@ -1031,17 +1048,17 @@ async fn replay_floor(
         tokio::spawn(async move {
             let ns = namespace(i % NAMESPACES);
             let name = format!("app-{i}");
+            let last_rs_patch = writes
+                .iter()
+                .rposition(|(verb, _, res)| verb == "patch" && res == "replicasets");
             for (k, (verb, group, res)) in writes.into_iter().enumerate() {
                 floor_write(
                     &client,
                     &ns,
                     &name,
-                    (run, k),
-                    &verb,
-                    &group,
-                    &res,
-                    &replica_sets,
-                    &ro_objects,
+                    (run, k, last_rs_patch == Some(k)),
+                    (&verb, &group, &res),
+                    &objects,
                 )
                 .await;
             }
@@ -1061,6 +1078,16 @@ async fn replay_floor(
     };
     undo_floor(&store, &before);
     run
+}
+
+/// The objects whose writes the floor replays, as weir left them.
+struct FloorObjects {
+    /// Each Rollout's newest ReplicaSet.
+    replica_sets: HashMap<String, Value>,
+    /// The name of each Rollout's newest ReplicaSet at 0 replicas (the stable weir replaced).
+    scaled_down: HashMap<String, String>,
+    /// The Rollouts, by name.
+    rollouts: HashMap<String, Value>,
 }
 
 /// One timed floor replay.
@@ -1156,18 +1183,15 @@ fn undo_floor(store: &Store, before: &BeforeFloor) {
 }
 
 /// One write of the given kind on Rollout `name`'s objects, shaped like the one weir makes.
-#[allow(clippy::too_many_arguments)]
 async fn floor_write(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    // The floor run and the write's index in it: names created in one run are new in the next.
-    (run, k): (usize, usize),
-    verb: &str,
-    group: &str,
-    res: &str,
-    replica_sets: &HashMap<String, Value>,
-    ro_objects: &HashMap<String, Value>,
+    // The floor run, the write's index in it (names created in one run are new in the next), and
+    // whether it is the Rollout's last ReplicaSet patch.
+    (run, k, last_rs_patch): (usize, usize, bool),
+    (verb, group, res): (&str, &str, &str),
+    objects: &FloorObjects,
 ) {
     let pp = PatchParams {
         field_manager: Some("floor".into()),
@@ -1179,27 +1203,41 @@ async fn floor_write(
     };
     let dynamic = |ar: ApiResource| Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
     let result = match (verb, res) {
+        // weir's ReplicaSet patches end a release (scaleDownDelaySeconds 0) by scaling the old
+        // stable to 0, so the emulator's ReplicaSet controller deletes its pod and writes its
+        // status. The floor's last one scales that same ReplicaSet back to 1 (its pod is made and
+        // its status written: the same work for the cluster); the others set an annotation on the
+        // newest ReplicaSet, at its size. The floor puts both back afterwards, outside the timing.
         ("patch", "replicasets") => {
-            let rs = &replica_sets[name];
-            let replicas = rs["spec"]["replicas"].clone();
-            let patch = json!({"metadata": {"annotations": {"weir.io/scale-down-at": null, "floor": k.to_string()}}, "spec": {"replicas": replicas}});
-            dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
-                .patch(
+            let rs = &objects.replica_sets[name];
+            let (target, patch) = match objects.scaled_down.get(name) {
+                Some(old) if last_rs_patch => (
+                    old.as_str(),
+                    json!({"metadata": {"annotations": {"floor": k.to_string()}}, "spec": {"replicas": 1}}),
+                ),
+                _ => (
                     rs["metadata"]["name"].as_str().unwrap_or_default(),
-                    &pp,
-                    &Patch::Merge(&patch),
-                )
+                    json!({"metadata": {"annotations": {"weir.io/scale-down-at": null, "floor": k.to_string()}}, "spec": {"replicas": rs["spec"]["replicas"].clone()}}),
+                ),
+            };
+            dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
+                .patch(target, &pp, &Patch::Merge(&patch))
                 .await
                 .map(drop)
         }
         ("create", "replicasets") => {
-            let mut rs = replica_sets[name].clone();
-            rs["metadata"] = json!({"name": format!("{name}-floor{run}-{k}"), "labels": rs["metadata"]["labels"].clone()});
+            let mut rs = objects.replica_sets[name].clone();
+            // One name a run, as weir's one ReplicaSet per revision: a second create of it is
+            // refused as AlreadyExists, as weir's retried creates were.
+            rs["metadata"] = json!({"name": format!("{name}-floor{run}"), "labels": rs["metadata"]["labels"].clone()});
             rs.as_object_mut().map(|o| o.remove("status"));
-            dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
+            match dynamic(resource("apps", "v1", "ReplicaSet", "replicasets"))
                 .create(&post, &serde_json::from_value(rs).expect("rs"))
                 .await
-                .map(drop)
+            {
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                other => other.map(drop),
+            }
         }
         ("delete", "replicasets") => Ok(()),
         ("patch", "services") => {
@@ -1222,7 +1260,7 @@ async fn floor_write(
         }
         ("update", "rollouts/status") => {
             let api = dynamic(rollouts());
-            let mut ro = ro_objects[name].clone();
+            let mut ro = objects.rollouts[name].clone();
             ro["status"]["message"] = json!(format!("floor {k}"));
             // A stale resourceVersion would make this a 409; weir writes from a fresh read.
             ro["metadata"]

@@ -112,7 +112,16 @@ struct RunArgs {
     /// The cluster's name as people know it; every chat alert names it.
     #[arg(long, env = "WEIR_CLUSTER_NAME")]
     cluster_name: Option<String>,
+    /// Threads running the controllers (default 1; with --embedded, one per core, as the emulator
+    /// runs in the same process).
+    #[arg(long, env = "WEIR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    worker_threads: Option<u16>,
 }
+
+/// Threads of `weir run` when not told otherwise. The controllers mostly wait on the API: one
+/// thread kept up with 1,000 canaries stepping at once, and two spent 15–20% more CPU per step
+/// transition waking each other (`cargo bench --bench scale`, README "Performance at scale").
+const RUN_WORKER_THREADS: u16 = 1;
 
 #[cfg(feature = "emulator")]
 #[derive(clap::Args)]
@@ -145,11 +154,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Run(args) = &cli.command
+        && (args.worker_threads.is_some() || !args.embedded)
+    {
+        runtime.worker_threads(usize::from(
+            args.worker_threads.unwrap_or(RUN_WORKER_THREADS),
+        ));
+    }
+    runtime
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run_command(cli))
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     // kube and reqwest share rustls; with no process-wide provider, building a client panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
     // The demo narrates on stdout; the controllers' own info lines would drown it.
     #[cfg(feature = "emulator")]
     let default_level = if matches!(cli.command, Command::Demo { .. }) {
