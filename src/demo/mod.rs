@@ -69,20 +69,11 @@ where
     Ok(())
 }
 
-/// `git daemon` serving `base` on loopback, push included.
-async fn git_daemon(base: &Path) -> anyhow::Result<(Child, String)> {
+/// `git daemon` serving the demo's repository on loopback, push included.
+async fn git_daemon(repo: &story::Repo) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
-    // `git daemon` runs `git-daemon` as a child and waits: killing `git` would leave the daemon
-    // serving on after the demo. Started directly, it is the process the demo stops.
-    let exec_path = tokio::process::Command::new("git")
-        .arg("--exec-path")
-        .output()
-        .await
-        .context("running `git --exec-path` (install git: apt-get install -y git)")?;
-    anyhow::ensure!(exec_path.status.success(), "`git --exec-path` failed");
-    let program = std::path::PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim())
-        .join("git-daemon");
-    let child = tokio::process::Command::new(program)
+    let base = &repo.served;
+    let child = tokio::process::Command::new(repo.daemon_program().await?)
         .arg("--reuseaddr")
         .arg(format!("--base-path={}", base.display()))
         .arg("--export-all")
@@ -267,7 +258,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     // Git.
     let git = story::Repo::create(&workdir).await?;
-    let (_daemon, url) = git_daemon(&git.served).await?;
+    let (_daemon, url) = git_daemon(&git).await?;
     say.line(format!(
         "git: {url} (git daemon), a clone to commit from in {}",
         git.work.display()

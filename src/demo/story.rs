@@ -126,6 +126,13 @@ impl Repo {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// The `git-daemon` program, which the demo starts itself rather than through `git daemon`:
+    /// that runs it as a child and waits, and killing `git` would leave the daemon serving on.
+    pub async fn daemon_program(&self) -> anyhow::Result<PathBuf> {
+        let exec_path = self.git(&self.served, &["--exec-path"]).await?;
+        Ok(PathBuf::from(exec_path).join("git-daemon"))
+    }
+
     /// A bare `apps.git` and a clone of it under `workdir`.
     pub async fn create(workdir: &Path) -> anyhow::Result<Repo> {
         let served = workdir.join("git");
