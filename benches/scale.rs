@@ -984,8 +984,18 @@ async fn replay_floor(
 ) -> FloorRun {
     let store = cluster.store();
     // Each Rollout's newest ReplicaSet, the one weir scaled most, and the newest one weir scaled to 0.
-    let mut replica_sets: HashMap<String, Value> = HashMap::new();
-    let mut scaled_down: HashMap<String, (String, String)> = HashMap::new();
+    let mut replica_sets: HashMap<String, Arc<Value>> = HashMap::new();
+    let mut scaled_down: HashMap<String, Arc<Value>> = HashMap::new();
+    let keep_newest = |map: &mut HashMap<String, Arc<Value>>, owner: &str, rs: &Arc<Value>| {
+        let created = |o: &Value| {
+            o["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(str::to_string)
+        };
+        if map.get(owner).is_none_or(|old| created(old) <= created(rs)) {
+            map.insert(owner.to_string(), Arc::clone(rs));
+        }
+    };
     let rs_type = store
         .resource("apps", "v1", "replicasets")
         .expect("replicasets");
@@ -996,30 +1006,12 @@ async fn replay_floor(
     {
         let owner = rs["metadata"]["labels"]["weir.io/rollout"]
             .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let newer = replica_sets.get(&owner).is_none_or(|old| {
-            old["metadata"]["creationTimestamp"].as_str()
-                <= rs["metadata"]["creationTimestamp"].as_str()
-        });
-        let created = rs["metadata"]["creationTimestamp"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if rs["spec"]["replicas"] == 0
-            && scaled_down.get(&owner).is_none_or(|(at, _)| *at <= created)
-        {
-            let name = rs["metadata"]["name"].as_str().unwrap_or_default();
-            scaled_down.insert(owner.clone(), (created, name.to_string()));
-        }
-        if newer {
-            replica_sets.insert(owner, (*rs).clone());
+            .unwrap_or_default();
+        keep_newest(&mut replica_sets, owner, &rs);
+        if rs["spec"]["replicas"] == 0 {
+            keep_newest(&mut scaled_down, owner, &rs);
         }
     }
-    let scaled_down: HashMap<String, String> = scaled_down
-        .into_iter()
-        .map(|(owner, (_, name))| (owner, name))
-        .collect();
     let ro_type = store
         .resource("weir.io", "v1alpha1", "rollouts")
         .expect("rollouts");
@@ -1092,9 +1084,9 @@ async fn replay_floor(
 /// The objects whose writes the floor replays, as weir left them.
 struct FloorObjects {
     /// Each Rollout's newest ReplicaSet.
-    replica_sets: HashMap<String, Value>,
-    /// The name of each Rollout's newest ReplicaSet at 0 replicas (the stable weir replaced).
-    scaled_down: HashMap<String, String>,
+    replica_sets: HashMap<String, Arc<Value>>,
+    /// Each Rollout's newest ReplicaSet at 0 replicas (the stable weir replaced).
+    scaled_down: HashMap<String, Arc<Value>>,
     /// The Rollouts, by name.
     rollouts: HashMap<String, Value>,
 }
@@ -1221,7 +1213,7 @@ async fn floor_write(
             let rs = &objects.replica_sets[name];
             let (target, patch) = match objects.scaled_down.get(name) {
                 Some(old) if last_rs_patch => (
-                    old.as_str(),
+                    old["metadata"]["name"].as_str().unwrap_or_default(),
                     json!({"metadata": {"annotations": {"floor": k.to_string()}}, "spec": {"replicas": 1}}),
                 ),
                 _ => (
@@ -1235,7 +1227,7 @@ async fn floor_write(
                 .map(drop)
         }
         ("create", "replicasets") => {
-            let mut rs = objects.replica_sets[name].clone();
+            let mut rs = (*objects.replica_sets[name]).clone();
             // One name a run, as weir's one ReplicaSet per revision: a second create of it is
             // refused as AlreadyExists, as weir's retried creates were.
             rs["metadata"] = json!({"name": format!("{name}-floor{run}"), "labels": rs["metadata"]["labels"].clone()});
